@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
+import difflib
 import ipaddress
 import re
 import tomllib
@@ -255,11 +256,15 @@ class _Loader:
         fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
         unknown = sorted(set(data) - set(fields))
         if unknown:
+            bad = unknown[0]
+            close = [f for f in fields if sorted(f) == sorted(bad)] or difflib.get_close_matches(
+                bad, list(fields), n=1
+            )
+            hint = f"did you mean {close[0]!r}? " if close else ""
             known = ", ".join(sorted(fields))
             raise self.fail(
-                _join(where, unknown[0]),
-                f"unknown key {unknown[0]!r} (value {_show(data[unknown[0]])}); "
-                f"known keys here: {known}",
+                _join(where, bad),
+                f"unknown key {bad!r} (value {_show(data[bad])}); {hint}keys allowed here: {known}",
             )
         values: dict[str, Any] = {}
         for name, value in data.items():

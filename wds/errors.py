@@ -41,7 +41,7 @@ class ConfigError(WdsError):
         if file is not None:
             where = f"{file}: "
         if key is not None:
-            where += f"[{key}] "
+            where += f"{key}: "
         super().__init__(f"{where}{message}")
 
 
