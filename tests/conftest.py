@@ -9,10 +9,18 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
+from pathlib import Path
 
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+# Tests run the real console scripts (`wds ...`) as subprocesses. When the suite runs as
+# `.venv/bin/python -m pytest`, the venv's bin directory is not on PATH: put it there.
+_BIN = str(Path(sys.executable).parent)
+if _BIN not in os.environ.get("PATH", "").split(os.pathsep):
+    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
 
 
 def require(condition: bool, reason: str) -> None:
