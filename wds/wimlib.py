@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 
 from wds.errors import ToolError
 
@@ -67,3 +68,81 @@ def run_wimlib(
         detail = _last_lines(proc.stderr) or _last_lines(proc.stdout) or "no message"
         raise ToolError(f"{command}: {WIMLIB_IMAGEX} failed (exit {proc.returncode}): {detail}")
     return proc
+
+
+# --------------------------------------------------------------------------------------------
+# Writing WIMs (the image store). wds never compresses WIM data itself: every write below is one
+# wimlib-imagex command. Paths are passed absolute so a name starting with '-' is never an option.
+
+#: compression types wds offers for ``wimlib-imagex export --compress``
+WIM_COMPRESSION_TYPES = ("none", "xpress", "lzx", "lzms")
+
+
+def _abs(path: Path) -> str:
+    return str(path.absolute())
+
+
+def export_image(
+    source: Path,
+    image: int | None,
+    dest: Path,
+    *,
+    compress: str | None = None,
+    boot: bool = False,
+    integrity: bool = True,
+) -> None:
+    """``wimlib-imagex export``: copy image ``image`` (None = all) of ``source`` to ``dest``.
+
+    ``dest`` should not exist: wimlib then writes a new WIM holding only the data the exported
+    images reference, which drops the space deleted images left behind (ImageX /export).
+    ``boot`` marks the exported image bootable (with ``image=None``: keeps the source's boot
+    index). ``integrity`` checks the source's integrity table and writes one into ``dest``.
+    """
+    if compress is not None and compress not in WIM_COMPRESSION_TYPES:
+        raise ValueError(f"compression {compress!r} not in {WIM_COMPRESSION_TYPES}")
+    args = ["export", _abs(source), "all" if image is None else str(image), _abs(dest)]
+    if compress is not None:
+        args.append(f"--compress={compress}")
+    if boot:
+        args.append("--boot")
+    if integrity:
+        args.append("--check")
+    run_wimlib(args)
+
+
+def split_wim(source: Path, dest: Path, part_size_mib: float, *, integrity: bool = True) -> None:
+    """``wimlib-imagex split``: write ``dest`` (``NAME.swm``), ``NAME2.swm``, ... of at most
+    ``part_size_mib`` MiB each (a part can be larger when one file's data does not fit)."""
+    args = ["split", _abs(source), _abs(dest), f"{part_size_mib:g}"]
+    if integrity:
+        args.append("--check")
+    run_wimlib(args)
+
+
+def set_image_properties(
+    wim: Path, image: int, properties: Mapping[str, str], *, integrity: bool = True
+) -> None:
+    """``wimlib-imagex info WIM IMAGE --image-property K=V``: set XML elements of one image,
+    e.g. ``NAME``, ``DESCRIPTION``, ``FLAGS``; an empty value removes the element."""
+    args = ["info", _abs(wim), str(image)]
+    for key, value in properties.items():
+        args += ["--image-property", f"{key}={value}"]
+    if integrity:
+        args.append("--include-integrity")
+    run_wimlib(args)
+
+
+def set_boot_index(wim: Path, image: int, *, integrity: bool = True) -> None:
+    """``wimlib-imagex info WIM IMAGE --boot``: make ``image`` the bootable one (0 = none)."""
+    args = ["info", _abs(wim), str(image), "--boot"]
+    if integrity:
+        args.append("--include-integrity")
+    run_wimlib(args)
+
+
+def optimize_wim(wim: Path, *, integrity: bool = True) -> None:
+    """``wimlib-imagex optimize``: rebuild ``wim`` in place without unreferenced data."""
+    args = ["optimize", _abs(wim)]
+    if integrity:
+        args.append("--check")
+    run_wimlib(args)
