@@ -1,0 +1,149 @@
+"""The lab library itself: links carry datagrams, the guard holds, teardown leaves nothing."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from lab import fixtures, netns
+
+pytestmark = pytest.mark.lab
+
+# a bounded UDP exchange run inside a namespace: send COUNT datagrams, print how many came back
+ECHO_SERVER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((sys.argv[1], 0))
+print(s.getsockname()[1], flush=True)
+s.settimeout(10)
+for _ in range(int(sys.argv[2])):
+    try:
+        data, peer = s.recvfrom(2048)
+    except TimeoutError:
+        break
+    s.sendto(data, peer)
+"""
+
+SENDER = """
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.settimeout(0.2)
+got = 0
+for i in range(int(sys.argv[3])):
+    try:
+        s.sendto(b"x%d" % i, (sys.argv[1], int(sys.argv[2])))
+        s.recvfrom(2048)
+        got += 1
+    except TimeoutError:
+        pass
+    except PermissionError:
+        print("EPERM", flush=True)
+        sys.exit(3)
+print(got)
+"""
+
+
+def exchange(server: netns.Namespace, client: netns.Namespace, count: int) -> int:
+    echo = server.popen([sys.executable, "-c", ECHO_SERVER, server.addr(), str(count)], text=True)
+    assert echo.stdout is not None
+    port = netns.wait_for_line(echo.stdout, r"^(\d+)$", timeout=10).group(1)
+    out = client.run([sys.executable, "-c", SENDER, server.addr(), port, str(count)], timeout=60)
+    return int(out.stdout.strip())
+
+
+def test_pair_carries_datagrams(lab_pair: tuple[netns.Namespace, netns.Namespace]) -> None:
+    srv, cli = lab_pair
+    assert srv.addr().startswith("198.18.") and cli.addr().startswith("198.18.")
+    assert exchange(srv, cli, 20) == 20
+
+
+def test_bridge_joins_hosts_with_snooping_off(lab: netns.Lab) -> None:
+    br, (a, b, c) = lab.bridged(["a", "b", "c"])
+    details = br.run(["ip", "-d", "link", "show", "br0"]).stdout
+    assert "mcast_snooping 0" in details
+    assert exchange(a, c, 5) == 5
+    assert exchange(b, a, 5) == 5
+
+
+def test_guard_drops_destinations_outside_the_lab(
+    lab_pair: tuple[netns.Namespace, netns.Namespace],
+) -> None:
+    _, cli = lab_pair
+    # a route to TEST-NET-1 through the lab link: were the guard missing, the datagram would
+    # still only reach the lab's own peer namespace
+    cli.run(["ip", "route", "add", "192.0.2.0/24", "dev", "eth0"])
+    before = cli.guard_drops()
+    proc = cli.run([sys.executable, "-c", SENDER, "192.0.2.1", "9", "1"], check=False)
+    assert proc.returncode == 3 and "EPERM" in proc.stdout
+    assert cli.guard_drops() == before + 1
+
+
+def test_loss_drops_and_counts(lab_pair: tuple[netns.Namespace, netns.Namespace]) -> None:
+    srv, cli = lab_pair
+    netns.set_loss(cli, 100)
+    assert exchange(srv, cli, 5) == 0
+    assert netns.dropped_by_loss(cli) == 5
+    netns.set_loss(cli, 0)
+    assert netns.dropped_by_loss(cli) == 0
+    assert exchange(srv, cli, 5) == 5
+    with pytest.raises(netns.LabError):
+        netns.set_loss(cli, 0.5)
+
+
+def test_rate_installs_tbf(lab_pair: tuple[netns.Namespace, netns.Namespace]) -> None:
+    srv, _ = lab_pair
+    netns.set_rate(srv, "eth0", "500mbit")
+    assert "tbf" in srv.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
+    netns.set_rate(srv, "eth0", None)
+    assert "tbf" not in srv.run(["tc", "qdisc", "show", "dev", "eth0"]).stdout
+
+
+def test_close_kills_processes_and_removes_namespaces() -> None:
+    fixtures.require_root()
+    lab = netns.Lab()
+    try:
+        srv, _ = lab.pair("srv", "cli")
+        sleeper = srv.popen(["sleep", "600"])
+        names = [ns.name for ns in lab.namespaces.values()]
+        assert all(name.startswith(netns.run_prefix()) for name in names)
+    finally:
+        lab.close()
+    assert sleeper.poll() is not None
+    left = netns.list_namespaces()
+    assert not set(names) & set(left)
+    lab.close()  # idempotent
+
+
+def test_cleanup_stale_removes_only_dead_runs() -> None:
+    fixtures.require_root()
+    dead = 4_000_000  # above any pid_max Linux allows by default: no such process
+    assert not netns._pid_alive(dead)
+    stale = f"{netns.run_prefix(dead)}1-x"
+    mine = f"{netns.run_prefix()}999-x"
+    try:
+        subprocess.run(["ip", "netns", "add", stale], check=True)
+        subprocess.run(["ip", "netns", "add", mine], check=True)
+        removed = netns.cleanup_stale()
+        assert stale in removed and mine not in removed
+        left = netns.list_namespaces()
+        assert stale not in left and mine in left
+    finally:
+        netns.kill_namespace(stale)
+        netns.kill_namespace(mine)
+
+
+def test_require_root_fails_in_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(netns, "capabilities_missing", lambda: "needs root (test)")
+    monkeypatch.setattr(fixtures, "IN_CI", True)
+    with pytest.raises(pytest.fail.Exception, match="CI must provide this: needs root"):
+        fixtures.require_root()
+    monkeypatch.setattr(fixtures, "IN_CI", False)
+    with pytest.raises(pytest.skip.Exception, match="needs root"):
+        fixtures.require_root()
+
+
+def test_lab_refuses_subnets_outside_the_benchmark_range() -> None:
+    with pytest.raises(netns.LabError):
+        netns.Lab("10.0.0.0/24")
