@@ -10,6 +10,7 @@ Several engineers add functions here: add new ones, do not rewrite existing ones
 
 from __future__ import annotations
 
+import glob
 import shutil
 import subprocess
 from collections.abc import Mapping, Sequence
@@ -146,3 +147,24 @@ def optimize_wim(wim: Path, *, integrity: bool = True) -> None:
     if integrity:
         args.append("--check")
     run_wimlib(args)
+
+
+def wimlib_verify(wim: Path, *, split: bool = False) -> str | None:
+    """Run ``wimlib-imagex verify`` on a WIM (with its sibling parts when ``split``).
+
+    Returns None when wimlib finds the WIM intact, else wimlib's one-line reason. Raises ToolError
+    when the tool is missing or cannot run.
+    """
+    args = ["verify", str(wim)]
+    if split:
+        args.append(f"--ref={wim.with_name(glob.escape(wim.stem) + '*' + wim.suffix)}")
+    proc = run_wimlib(args, check=False)
+    if proc.returncode == 0:
+        return None
+    return _last_lines(proc.stderr) or _last_lines(proc.stdout) or f"exit {proc.returncode}"
+
+
+def wimlib_dir(wim: Path, index: int) -> list[str]:
+    """The paths of image ``index`` as ``wimlib-imagex dir`` lists them, one per entry."""
+    proc = run_wimlib(["dir", str(wim), str(index)])
+    return [line for line in proc.stdout.splitlines() if line]
