@@ -102,7 +102,10 @@ def _check_structure(
                 f"({part.data_end} bytes)",
                 part.path,
             )
-    checked.append(f"{name}: blob table has {len(blobs)} entries, every resource inside the file")
+    checked.append(
+        f"{name}: blob table has {len(blobs)} entr{'y' if len(blobs) == 1 else 'ies'}, "
+        "every resource inside the file"
+    )
     if h.part_number == 1:
         metadata = [b for b in blobs if b.resource.is_metadata]
         if len(metadata) != h.image_count:
