@@ -1,0 +1,1 @@
+"""Tests of the image store (wds.store) and its commands (wds image add/list/...)."""
