@@ -92,7 +92,8 @@ def open_fd(path: Path) -> tuple[int, int]:
     st = os.fstat(fd)
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
-        raise WimFormatError(f"{path}: not a regular file")
+        kind = "a directory" if stat.S_ISDIR(st.st_mode) else "not a regular file"
+        raise WimFormatError(f"{path}: is {kind}, not a WIM file")
     return fd, st.st_size
 
 
