@@ -97,3 +97,21 @@ def test_missing_store_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[st
 
     assert main(["image", "list", "--store", str(tmp_path / "nowhere")]) == 1
     assert "no image store at" in capsys.readouterr().err
+
+
+def test_store_comes_from_config(
+    wims: Wims, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from wds.cli.main import main
+
+    config = tmp_path / "etc" / "wds.toml"
+    config.parent.mkdir()
+    config.write_text('[server]\nstore = "../images"\n')  # relative to the config's directory
+    assert (
+        main(["image", "add", str(wims.boot), "--boot", "--arch", "x64", "--config", str(config)])
+        == 0
+    )
+    assert ImageStore.open(tmp_path / "images").boot_image("x64") is not None
+    config.write_text('[server]\nstor = "x"\n')
+    assert main(["image", "list", "--config", str(config)]) == 1
+    assert "unknown key 'stor'" in capsys.readouterr().err

@@ -10,6 +10,7 @@ import argparse
 import functools
 import json
 import sys
+import textwrap
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -63,8 +64,10 @@ def _parser(
         description=help[0].upper() + help[1:] + ".",
         parents=[common],
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog="exit status: 0 done, 1 refused (exists, unknown, damaged WIM, locked store), "
-        "2 unreadable input or bad usage. See docs/STORE.md.",
+        epilog=_wrap(
+            "exit status: 0 done, 1 refused (exists, unknown, damaged WIM, locked store), "
+            "2 unreadable input or bad usage. See docs/STORE.md."
+        ),
     )
     p.set_defaults(handler=_os_errors(handler))
     return p
@@ -72,7 +75,7 @@ def _parser(
 
 def _add_add(sub: Any, common: argparse.ArgumentParser) -> None:
     p = _parser(sub, common, "add", "add a WIM to the image store", _add)
-    p.description = (
+    p.description = _wrap(
         "Add a WIM to the image store: an install image into an image group, or a boot image "
         "for one client architecture.\n\n"
         "  wds image add install.wim --group win11              (all images, copied as is)\n"
@@ -105,7 +108,7 @@ def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
     p = _parser(sub, common, "export", "export a stored image to a new WIM file", _export)
-    p.description = (
+    p.description = _wrap(
         "Export a stored WIM, or one image of it (REF:INDEX), to the new file DEST with "
         "wimlib-imagex export. Only data the images use is written, so the space deleted "
         "images left behind is dropped (as ImageX /export). DEST is never overwritten."
@@ -133,7 +136,7 @@ def _add_split(sub: Any, common: argparse.ArgumentParser) -> None:
 
 def _add_set(sub: Any, common: argparse.ArgumentParser) -> None:
     p = _parser(sub, common, "set", "change an image's name, description, flags, boot index", _set)
-    p.description = (
+    p.description = _wrap(
         "Change a stored image. --name, --description and --flags change the image's XML "
         "(as ImageX /info); a WIM holding several images needs REF:INDEX for them. "
         "--boot-index picks the WIM's bootable image (0 = none). --rename changes the store "
@@ -146,6 +149,13 @@ def _add_set(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--boot-index", metavar="I", type=int, help="make image I bootable")
     p.add_argument("--rename", metavar="NEW", help="new store name")
     p.add_argument("--default", action="store_true", help="boot image: make it the default")
+
+
+def _wrap(text: str) -> str:
+    """Fill each paragraph to the terminal's usual width; indented lines are examples, kept."""
+    return "\n\n".join(
+        para if para.startswith("  ") else textwrap.fill(para, 79) for para in text.split("\n\n")
+    )
 
 
 def _os_errors(handler: Handler) -> Handler:

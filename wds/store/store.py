@@ -243,7 +243,8 @@ class ImageStore:
         where = check_arch(arch) if arch is not None else check_group(group or "")
         source = Path(source)
         if not source.is_file():
-            raise StoreInputError(f"{source}: no such file; give the path of a .wim file")
+            what = "is not a file" if source.exists() else "no such file"
+            raise StoreInputError(f"{source}: {what}; give the path of a .wim file")
         info = _read_source(source)
         self._check_addable(source, info, index)
         name = check_name(name or self._default_name(source, info, index))
