@@ -58,20 +58,25 @@ def test_killed_add_leaves_store_consistent(
     assert len(ImageStore.open(store).list_images()) == 2
 
 
-def test_failure_after_staging_leaves_store_unchanged(
-    wds: CliRun, wims: Wims, store: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("point", ["copying", "staged", "renamed"])
+def test_failing_step_leaves_store_unchanged(
+    point: str, wds: CliRun, wims: Wims, store: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert wds("add", wims.two, "--group", "lab", "--name", "first")[0] == 0
     before = snapshot(store)
 
-    def fail(point: str) -> None:
-        if point == "staged":
+    def fail(at: str) -> None:
+        if at == point:
             raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(store_module, "checkpoint", fail)
     code, _, err = wds("add", wims.boot, "--boot", "--arch", "x64")
     assert code == 1 and "No space left on device" in err and "Traceback" not in err
-    assert snapshot(store) == before  # staging removed on the way out
+    assert snapshot(store) == before  # staging and the renamed file removed on the way out
+    if point == "renamed":
+        code, _, err = wds("set", "lab/first:1", "--name", "New")
+        assert code == 1 and "No space left on device" in err
+        assert snapshot(store) == before
 
 
 def test_killed_set_keeps_the_old_wim(wds: CliRun, wims: Wims, store: Path) -> None:

@@ -23,6 +23,7 @@ the lock and removes staging areas of dead processes and WIM files the catalog d
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
@@ -164,14 +165,17 @@ class ImageStore:
 
     # ---------------------------------------------------------------------------- reading
 
-    def _read_catalog(self) -> tuple[StoredImage, ...]:
+    def _read_catalog(self, *, fresh: bool = False) -> tuple[StoredImage, ...]:
+        """The catalog, re-read when its file changed; ``fresh`` (under the lock, before a
+        change) re-reads it regardless, so an inode reused within one mtime tick cannot fool us.
+        """
         path = self.root / CATALOG
         try:
             st = path.stat()
         except FileNotFoundError:
             return ()
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        if self._cache is not None and self._cache[0] == key:
+        if not fresh and self._cache is not None and self._cache[0] == key:
             return self._cache[1]
         if st.st_size > MAX_CATALOG_BYTES:
             raise StoreError(f"{path}: catalog larger than {MAX_CATALOG_BYTES} bytes; damaged?")
@@ -241,7 +245,7 @@ class ImageStore:
             raise StoreInputError("add needs either an install group or a boot architecture")
         kind: Kind = "boot" if arch is not None else "install"
         where = check_arch(arch) if arch is not None else check_group(group or "")
-        source = Path(source)
+        source = Path(source).absolute()
         if not source.is_file():
             what = "is not a file" if source.exists() else "no such file"
             raise StoreInputError(f"{source}: {what}; give the path of a .wim file")
@@ -264,14 +268,19 @@ class ImageStore:
             staged_info = self._verify_staged(source, staged)
             checkpoint("staged")
             with self._lock():
-                entries = self._read_catalog()
+                entries = self._read_catalog(fresh=True)
                 self._refuse_taken(entries, kind, where, name)
                 if len(entries) >= MAX_IMAGES:
                     raise StoreError(f"the store holds {MAX_IMAGES} images, its limit")
                 final = self._place(staged, where)
-                entry = self._entry(staged_info, final, kind, where, name, str(source.absolute()))
-                entry = dataclasses.replace(entry, default=default and kind == "boot")
-                self._commit(entries, entry, replaces=None)
+                try:
+                    checkpoint("renamed")
+                    entry = self._entry(staged_info, final, kind, where, name, str(source))
+                    entry = dataclasses.replace(entry, default=default and kind == "boot")
+                    self._commit(entries, entry, replaces=None)
+                except BaseException:
+                    self._drop_unnamed(final)
+                    raise
         log.info("store %s: added %s from %s", self.root, entry.ref, source)
         return entry
 
@@ -321,8 +330,14 @@ class ImageStore:
         final = group_dir / f"{secrets.token_hex(16)}.wim"
         os.rename(staged, final)
         fsync_dir(group_dir)
-        checkpoint("renamed")
         return final
+
+    def _drop_unnamed(self, path: Path) -> None:
+        """After a failed commit: delete ``path`` unless the catalog names it after all."""
+        with contextlib.suppress(StoreError):
+            if any(e.path == path for e in self._read_catalog(fresh=True)):
+                return
+        path.unlink(missing_ok=True)
 
     def _entry(
         self, info: WimInfo, path: Path, kind: Kind, group: str, name: str, source: str
@@ -390,7 +405,7 @@ class ImageStore:
                 "of its images, export them to a new WIM and add that"
             )
         with self._lock():
-            entries = self._read_catalog()
+            entries = self._read_catalog(fresh=True)
             entry = self.find(ref)
             self._commit(entries, None, replaces=entry)
         log.info("store %s: removed %s", self.root, entry.ref)
@@ -471,7 +486,7 @@ class ImageStore:
         default: bool,
     ) -> StoredImage:
         with self._lock():
-            entries = self._read_catalog()
+            entries = self._read_catalog(fresh=True)
             current = next(
                 (e for e in entries if e.matches(entry.kind, entry.group, entry.name)), None
             )
@@ -488,13 +503,20 @@ class ImageStore:
                 revision=current.revision + 1,
                 default=current.default or default,
             )
-            if staged is not None and info is not None:
+            if staged is None or info is None:
+                self._commit(entries, new, replaces=current)
+            else:
                 final = self._place(staged, entry.group)
-                fresh = self._entry(info, final, entry.kind, entry.group, new.name, new.source)
-                new = dataclasses.replace(
-                    fresh, added=new.added, revision=new.revision, default=new.default
-                )
-            self._commit(entries, new, replaces=current)
+                try:
+                    checkpoint("renamed")
+                    fresh = self._entry(info, final, entry.kind, entry.group, new.name, new.source)
+                    new = dataclasses.replace(
+                        fresh, added=new.added, revision=new.revision, default=new.default
+                    )
+                    self._commit(entries, new, replaces=current)
+                except BaseException:
+                    self._drop_unnamed(final)
+                    raise
         log.info("store %s: changed %s (now %s)", self.root, entry.ref, new.ref)
         return new
 
