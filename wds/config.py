@@ -97,6 +97,12 @@ def _iface(value: Any) -> str | None:
     return "must be a network interface name (up to 15 characters) or empty for any"
 
 
+def _http_url(value: Any) -> str | None:
+    if value == "" or re.fullmatch(r"https?://[^\s/?#]+(/[^\s]*)?", value):
+        return None
+    return "must be an http:// or https:// URL such as http://198.18.0.1:8080/, or empty"
+
+
 def _name(value: Any) -> str | None:
     if re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
         return None
@@ -152,6 +158,15 @@ class TftpConfig:
     max_transfers: int = opt(512, "concurrent transfers in total", _positive)
     max_transfers_per_client: int = opt(8, "concurrent transfers per client address", _positive)
     max_queued: int = opt(256, "requests waiting for a slot before refusing", _non_negative)
+    max_queue_wait: float = opt(
+        10.0, "seconds a queued request waits for a slot before it is dropped", _positive
+    )
+    min_timeout: float = opt(
+        0.05,
+        "smallest retransmission timeout the measured round trip may give",
+        _between(0.001, 255),
+    )
+    adaptive: bool = opt(True, "measure round trips for the timeout and shrink the window on loss")
 
 
 @dataclass(frozen=True)
@@ -174,6 +189,17 @@ class PxeConfig:
     answer: Literal["all", "known", "none"] = opt("all", "which PXE clients are answered")
     record_pending: bool = opt(False, "record unknown clients as pending for `wds device approve`")
     delay: float = opt(0.0, "seconds to wait before answering", _between(0, 60))
+    proxy_mode: Literal["auto", "offer", "port4011"] = opt(
+        "auto",
+        "how PXE clients get the boot file: 'offer' = in the proxy offer (option 43 bypasses "
+        "discovery), 'port4011' = no option 43, the client asks on port 4011 (what many UEFI "
+        "firmwares need), 'auto' = offer for BIOS and iPXE, port4011 for UEFI",
+    )
+    http_url: str = opt(
+        "",
+        "base URL of iPXE scripts and UEFI HTTP Boot files; empty = http://ADDRESS:[http] port/",
+        _http_url,
+    )
     boot: PxeBootConfig = field(default_factory=PxeBootConfig, metadata={"doc": "boot files"})
 
 

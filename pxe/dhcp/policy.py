@@ -1,0 +1,146 @@
+"""The boot policy built from ``[pxe]`` and a table of prestaged devices.
+
+:class:`ConfigBootPolicy` implements :class:`pxe.dhcp.decide.BootPolicy`:
+
+* ``answer = "none"`` answers nobody; ``"known"`` only devices in the device table (by MAC or by
+  option 97 UUID); ``"all"`` everybody whose architecture has a boot file.
+* iPXE (already running) gets the iPXE script URL, never an iPXE binary again: that is what keeps
+  a BIOS PXE ROM -> undionly.kpxe -> iPXE chain from looping.
+* UEFI HTTP Boot clients get ``http_url`` + the boot file of their architecture.
+* Everybody else gets the boot file of their architecture from ``[pxe.boot]``; a prestaged device
+  may name its own.
+* ``proxy_mode`` decides whether the file travels in the proxy offer or on port 4011.
+
+The device table here lives in memory (tests, and until the SQLite device store implements
+:class:`DeviceLookup`).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+from ipaddress import IPv4Address
+from typing import Literal, Protocol
+
+from pxe.dhcp.arch import Firmware
+from pxe.dhcp.decide import BootDecision, ClientIdentity, Ignore
+from wds.config import PxeConfig
+from wds.errors import LocalProtocolError
+
+__all__ = [
+    "ConfigBootPolicy",
+    "DeviceLookup",
+    "InMemoryDeviceTable",
+    "PrestagedDevice",
+    "default_http_url",
+    "normalize_mac",
+]
+
+#: prestaged devices one in-memory table holds
+MAX_DEVICES = 100_000
+
+
+def normalize_mac(mac: str) -> str:
+    """ "52-54-00-AB-00-01", "525400ab0001" or "52:54:00:ab:00:01" -> "52:54:00:ab:00:01"."""
+    digits = mac.replace(":", "").replace("-", "").replace(".", "").lower()
+    if len(digits) != 12 or any(c not in "0123456789abcdef" for c in digits):
+        raise LocalProtocolError(f"{mac!r} is not a MAC address")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+@dataclass(frozen=True)
+class PrestagedDevice:
+    """A device the admin knows. Empty ``boot_file``/``ipxe_script`` = the configured default."""
+
+    name: str
+    mac: str | None = None
+    uuid: uuid.UUID | None = None
+    boot_file: str = ""
+    ipxe_script: str = ""
+
+
+class DeviceLookup(Protocol):
+    def find(self, *, mac: str, uuid: uuid.UUID | None) -> PrestagedDevice | None: ...
+
+
+class InMemoryDeviceTable:
+    """Prestaged devices by MAC and by UUID; a MAC match wins over a UUID match."""
+
+    def __init__(self, devices: Iterable[PrestagedDevice] = ()) -> None:
+        self._by_mac: dict[str, PrestagedDevice] = {}
+        self._by_uuid: dict[uuid.UUID, PrestagedDevice] = {}
+        for device in devices:
+            self.add(device)
+
+    def add(self, device: PrestagedDevice) -> None:
+        if device.mac is None and device.uuid is None:
+            raise LocalProtocolError(f"device {device.name!r} needs a MAC or a UUID")
+        if len(self._by_mac) + len(self._by_uuid) >= MAX_DEVICES:
+            raise LocalProtocolError(f"more than {MAX_DEVICES} prestaged devices")
+        if device.mac is not None:
+            self._by_mac[normalize_mac(device.mac)] = device
+        if device.uuid is not None:
+            self._by_uuid[device.uuid] = device
+
+    def find(self, *, mac: str, uuid: uuid.UUID | None) -> PrestagedDevice | None:
+        device = self._by_mac.get(mac)
+        if device is None and uuid is not None:
+            device = self._by_uuid.get(uuid)
+        return device
+
+
+def default_http_url(address: IPv4Address, port: int) -> str:
+    """The ``http_url`` used when ``[pxe] http_url`` is empty."""
+    return f"http://{address}:{port}/" if port != 80 else f"http://{address}/"
+
+
+class ConfigBootPolicy:
+    """Boot files from ``[pxe]``; see the module docstring."""
+
+    def __init__(
+        self,
+        config: PxeConfig,
+        *,
+        http_url: str,
+        devices: DeviceLookup | None = None,
+        next_server: IPv4Address | None = None,
+    ) -> None:
+        self._config = config
+        self._http_url = config.http_url or http_url
+        self._devices = devices if devices is not None else InMemoryDeviceTable()
+        self._next_server = next_server
+
+    def boot_for(self, client: ClientIdentity) -> BootDecision | Ignore:
+        config = self._config
+        if config.answer == "none":
+            return Ignore("[pxe] answer = 'none': no PXE client is answered")
+        device = self._devices.find(mac=client.mac, uuid=client.uuid)
+        if device is None and config.answer == "known":
+            who = client.mac + (f" / {client.uuid}" if client.uuid else "")
+            return Ignore(f"unknown client {who}: [pxe] answer = 'known'")
+        if client.ipxe:
+            script = (device.ipxe_script if device else "") or config.boot.ipxe_script
+            if not script:
+                return Ignore("iPXE client but [pxe.boot] ipxe_script is empty")
+            return BootDecision(self._url(script), self._next_server, "offer")
+        if client.arch.firmware is Firmware.OTHER:
+            return Ignore(f"no boot files for architecture {client.arch}")
+        key = client.arch.firmware.value
+        boot_file = (device.boot_file if device else "") or getattr(config.boot, key)
+        if not boot_file:
+            return Ignore(f"no boot file for {client.arch}: [pxe.boot] {key} is empty")
+        if client.http:
+            return BootDecision(self._url(boot_file), self._next_server, "offer")
+        return BootDecision(boot_file, self._next_server, self._delivery(client))
+
+    def _delivery(self, client: ClientIdentity) -> Literal["offer", "port4011"]:
+        mode = self._config.proxy_mode
+        if mode != "auto":
+            return mode
+        return "offer" if client.arch.firmware is Firmware.BIOS else "port4011"
+
+    def _url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return self._http_url.rstrip("/") + "/" + path.lstrip("/")
