@@ -219,7 +219,7 @@ def _list(args: argparse.Namespace) -> int:
         e
         for e in store.list_images()
         if (not args.boot or e.kind == "boot")
-        and (args.group is None or (e.kind == "install" and e.group == args.group))
+        and (args.group is None or (e.kind == "install" and e.group.lower() == args.group.lower()))
     ]
     if args.json:
         out = []
