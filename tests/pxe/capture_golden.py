@@ -35,13 +35,16 @@ CLIENTS: dict[str, list[str]] = {
     "seabios_ipxe_e1000": ["-device", "e1000,netdev=n0,mac=52:54:00:18:00:01"],
     # OVMF runs the e1000's EFI option ROM: iPXE's EFI build (arch 7).
     "ovmf_ipxe_e1000": ["-device", "e1000,netdev=n0,mac=52:54:00:18:00:02", "@ovmf"],
-    # OVMF with no option ROM on virtio-net: EDK2's own PXE (arch 7), later its HTTP boot (16).
+    # OVMF with no option ROM on virtio-net: EDK2's own PXE (arch 7), then, once PXE over IPv4 and
+    # IPv6 have timed out (about 150 s under TCG), its UEFI HTTP Boot (HTTPClient, arch 16).
     "ovmf_edk2_virtio": [
         "-device",
         "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:18:00:03",
         "@ovmf",
     ],
 }
+# seconds each client runs unless --seconds says otherwise
+SECONDS = {"seabios_ipxe_e1000": 60, "ovmf_ipxe_e1000": 60, "ovmf_edk2_virtio": 200}
 
 
 def run(*cmd: str) -> None:
@@ -147,7 +150,9 @@ def _message_type(payload: bytes) -> int | None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "golden")
-    parser.add_argument("--seconds", type=int, default=60)
+    parser.add_argument(
+        "--seconds", type=int, help="run each guest this long (default: per client)"
+    )
     parser.add_argument("--only", action="append", choices=sorted(CLIENTS))
     args = parser.parse_args()
     if os.geteuid() != 0:
@@ -156,7 +161,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="wds-golden-") as tmp:
         for name in args.only or sorted(CLIENTS):
-            pcap = capture(name, CLIENTS[name], args.seconds, Path(tmp))
+            seconds = args.seconds or SECONDS[name]
+            pcap = capture(name, CLIENTS[name], seconds, Path(tmp))
             found = discovers(pcap)
             if not found:
                 print(f"{name}: no DHCPDISCOVER captured", file=sys.stderr)

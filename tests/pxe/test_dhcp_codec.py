@@ -117,7 +117,7 @@ def test_golden_discover_parses_and_rebuilds_byte_for_byte(name: str) -> None:
     packet = parse_packet(data)
     assert packet.op == BootpOp.BOOTREQUEST
     assert packet.option(53) == b"\x01"
-    assert (packet.option(60) or b"").startswith(b"PXEClient")
+    assert (packet.option(60) or b"").startswith((b"PXEClient", b"HTTPClient"))
     # the firmware's own option order and padding come back unchanged
     assert build_packet(packet, min_size=len(data), max_size=1500) == data
 
@@ -126,6 +126,7 @@ def test_golden_set_covers_bios_ipxe_and_uefi() -> None:
     names = golden_names()
     assert any("arch0" in n for n in names), "a BIOS (arch 0) DISCOVER"
     assert any("arch7" in n and "edk2" in n for n in names), "EDK2's own PXE (arch 7)"
+    assert any("httpclient_arch16" in n for n in names), "EDK2's UEFI HTTP Boot (arch 16)"
     assert len(names) >= 3
 
 

@@ -159,6 +159,14 @@ def test_http_boot_client_gets_a_url() -> None:
     )
 
 
+def test_real_edk2_http_boot_discover_gets_a_url() -> None:
+    request = parse_packet(golden("ovmf_edk2_virtio_httpclient_arch16_undi003000_discover.hex"))
+    r = reply(request)
+    assert r.packet.option(60) == b"HTTPClient" and r.client.arch.code == 16
+    assert r.packet.file == b"http://198.18.0.1:8080/ipxe.efi"
+    assert r.destination == BROADCAST
+
+
 def test_http_boot_arm64_url_and_absolute_urls_are_kept() -> None:
     pol = policy(boot=PxeBootConfig(efi_arm64="https://198.18.0.9/arm/grub.efi"))
     request = discover(vendor_class=b"HTTPClient:Arch:00019:UNDI:003000", arch=19)
