@@ -1,0 +1,465 @@
+"""The WMTP receiver as a pure state machine (docs/PROTOCOL.md section 7).
+
+No sockets, clocks or randomness of its own: ``now`` is passed in and the rng injected. It turns
+DATA into verified chunks (``WriteChunk`` only after SHA-256 matched the signed manifest), NAKs gaps
+after a random back-off unless a REPAIR_ADV (anyone's NAK, echoed by the sender) suppresses them,
+and reports its need bitmap so the sender's carousel brings back whole chunks it missed.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from typing import Protocol
+
+from multicast.codec import (
+    MAX_BITMAP_BITS,
+    MAX_RANGES,
+    Announce,
+    BlockRange,
+    ChunkManifest,
+    DataBlock,
+    Datagram,
+    MalformedDatagram,
+    ReceiverReport,
+    Redirect,
+    RedirectReason,
+    RepairAdvertisement,
+    RepairRequest,
+    ReportFlags,
+    SenderState,
+    build_datagram,
+    parse_any,
+)
+from multicast.events import (
+    Address,
+    ChunkRejected,
+    Ignored,
+    SwitchToUnicast,
+    TransferComplete,
+    TransferFailed,
+    WriteChunk,
+)
+
+Event = Ignored | WriteChunk | ChunkRejected | SwitchToUnicast | TransferComplete | TransferFailed
+PAGE_BYTES = MAX_BITMAP_BITS // 8
+
+
+class Rng(Protocol):
+    """What the machines need of ``random.Random`` (injected, seeded in tests)."""
+
+    def random(self) -> float: ...
+
+    def getrandbits(self, k: int, /) -> int: ...
+
+
+class ReceiverState(enum.Enum):
+    LISTENING = "listening"
+    JOINED = "joined"
+    UNICAST = "unicast"
+    DONE = "done"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class ReceiverSettings:
+    max_open_chunks: int = 8
+    nak_backoff: float = 0.03
+    nak_holdoff: float = 0.25
+    max_naks_per_chunk: int = 20
+    report_interval: float = 0.5
+    report_jitter: float = 0.25
+    max_pages_per_report: int = 4
+    done_reports: int = 3
+    sender_timeout: float = 15.0
+
+
+class _OpenChunk:
+    """One chunk being assembled. ``holdoff[k]``: do not NAK block k before that time."""
+
+    def __init__(self, index: int, length: int, nblocks: int, now: float) -> None:
+        self.index = index
+        self.buf = bytearray(length)
+        self.got = bytearray(nblocks)
+        self.received = 0
+        self.gap_end = 0  # blocks below this that are not received are known lost
+        self.holdoff = [0.0] * nblocks
+        self.nak_due: float | None = None
+        self.naks_sent = 0
+        self.last_activity = now
+
+    def missing_gaps(self) -> list[int]:
+        got = self.got
+        return [k for k in range(self.gap_end) if not got[k]]
+
+
+class Receiver:
+    def __init__(
+        self,
+        manifest: ChunkManifest,
+        *,
+        manifest_digest: bytes,
+        rng: Rng,
+        now: float,
+        have: bytes | None = None,
+        settings: ReceiverSettings | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.settings = settings or ReceiverSettings()
+        self.receiver_id = rng.getrandbits(64)
+        self.state = ReceiverState.LISTENING
+        self.rejected_chunks = 0
+        self.naks_sent = 0
+        self._digest = manifest_digest
+        self._rng = rng
+        count = manifest.chunk_count
+        self._have = bytearray((count + 7) // 8)
+        if have is not None:
+            if len(have) != len(self._have):
+                raise ValueError("resume bitmap does not fit this manifest")
+            self._have[:] = have
+            spare = -count % 8
+            if spare:
+                self._have[-1] &= 0xFF ^ ((1 << spare) - 1)
+        self.verified_chunks = sum(bin(b).count("1") for b in self._have)
+        self._open: dict[int, _OpenChunk] = {}
+        self._carousel_chunk = -1
+        self._sender: Address | None = None
+        self._out: list[tuple[bytes, Address]] = []
+        self._events: list[Event] = []
+        self._last_heard = now
+        self._next_report: float | None = None
+        self._pages = (count + MAX_BITMAP_BITS - 1) // MAX_BITMAP_BITS
+        self._dirty_pages: set[int] = set(range(self._pages))
+        self._page_cursor = 0
+        self._joined_sent = False
+        self._done_left = 0
+        # loss measurement from DATA seq (PROTOCOL.md 4.1)
+        self._seq_start: int | None = None
+        self._seq_high = 0
+        self._seq_received = 0
+        if self.verified_chunks == count:
+            self._complete(now)
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def have_bitmap(self) -> bytes:
+        """Verified chunks, one bit each, MSB first: what the adapter persists for resume."""
+        return bytes(self._have)
+
+    def has_chunk(self, index: int) -> bool:
+        return bool(self._have[index >> 3] & (0x80 >> (index & 7)))
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> list[Event]:
+        try:
+            d = parse_any(datagram)
+        except MalformedDatagram as exc:
+            return [Ignored(str(exc))]
+        if d.session_id != self.manifest.session_id:
+            return [Ignored("another session")]
+        if self._sender is not None and addr != self._sender and not isinstance(d, Announce):
+            return [Ignored(f"{type(d).__name__} not from the session's sender {self._sender}")]
+        self._dispatch(d, addr, now)
+        return self._drain()
+
+    def receive_chunk(self, index: int, data: bytes, now: float) -> list[Event]:
+        """A chunk fetched by unicast (HTTP range): verified exactly like multicast ones."""
+        if not 0 <= index < self.manifest.chunk_count:
+            return [Ignored(f"chunk {index} outside the manifest")]
+        if not self.has_chunk(index) and self.state is not ReceiverState.DONE:
+            self._open.pop(index, None)
+            if len(data) != self.manifest.chunk_length(index) or not self._verify(index, data):
+                self.rejected_chunks += 1
+                self._events.append(ChunkRejected(index))
+            else:
+                self._accept(index, data, now)
+        return self._drain()
+
+    def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
+        out, self._out = self._out, []
+        return out
+
+    def next_timer(self) -> float | None:
+        times: list[float] = []
+        if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED, ReceiverState.UNICAST):
+            times.append(self._last_heard + self.settings.sender_timeout)
+            times.extend(ch.nak_due for ch in self._open.values() if ch.nak_due is not None)
+        if self._next_report is not None:
+            times.append(self._next_report)
+        return min(times) if times else None
+
+    def handle_timer(self, now: float) -> list[Event]:
+        active = (ReceiverState.LISTENING, ReceiverState.JOINED, ReceiverState.UNICAST)
+        if self.state in active and now >= self._last_heard + self.settings.sender_timeout:
+            if self.state is ReceiverState.UNICAST:
+                self._last_heard = now  # the HTTP top-up, not the sender, drives us now
+            else:
+                self._fail(f"no datagram from the sender for {self.settings.sender_timeout:.0f} s")
+        if self.state in (ReceiverState.JOINED, ReceiverState.LISTENING):
+            for ch in list(self._open.values()):
+                if ch.nak_due is not None and ch.nak_due <= now:
+                    self._send_naks(ch, now)
+        if self._next_report is not None and now >= self._next_report:
+            self._report(now)
+        return self._drain()
+
+    # ---------------------------------------------------------------- datagrams
+
+    def _dispatch(self, d: Datagram, addr: Address, now: float) -> None:
+        match d:
+            case DataBlock():
+                self._last_heard = now
+                self._on_data(d, now)
+            case Announce():
+                self._on_announce(d, addr, now)
+            case RepairAdvertisement():
+                self._last_heard = now
+                self._on_repair_adv(d, now)
+            case Redirect():
+                self._on_redirect(d, now)
+            case ReceiverReport() | RepairRequest():
+                self._events.append(Ignored("receiver feedback is for the sender"))
+
+    def _on_announce(self, d: Announce, addr: Address, now: float) -> None:
+        if d.manifest_digest != self._digest:
+            self._events.append(Ignored("ANNOUNCE for another manifest"))
+            return
+        self._last_heard = now
+        self._sender = addr
+        if d.state is SenderState.FINISHED:
+            if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):
+                self._fail("the sender finished the session before every chunk arrived")
+            return
+        if self.state is ReceiverState.LISTENING:
+            self.state = ReceiverState.JOINED
+            self._next_report = now  # JOIN at once
+
+    def _on_redirect(self, d: Redirect, now: float) -> None:
+        if d.receiver_id != self.receiver_id:
+            self._events.append(Ignored("REDIRECT for another receiver"))
+            return
+        if self.state is not ReceiverState.JOINED:
+            return
+        if d.reason is RedirectReason.SLOW:
+            self.state = ReceiverState.UNICAST
+            self._next_report = None
+            self._open.clear()
+            self._events.append(SwitchToUnicast())
+        else:
+            self._fail("the sender dropped this receiver from the session")
+
+    def _on_data(self, d: DataBlock, now: float) -> None:
+        m = self.manifest
+        if not (0 <= d.chunk < m.chunk_count and 0 <= d.block < m.blocks_in_chunk(d.chunk)):
+            self._events.append(Ignored(f"DATA chunk {d.chunk} block {d.block} out of range"))
+            return
+        if len(d.payload) != m.block_length(d.chunk, d.block):
+            self._events.append(Ignored("DATA length disagrees with the manifest"))
+            return
+        self._count_seq(d.seq)
+        if self.state in (ReceiverState.DONE, ReceiverState.FAILED):
+            return
+        if not d.repair and d.chunk != self._carousel_chunk:
+            # the carousel moved on: whatever an open chunk still lacks was lost (PROTOCOL.md 7)
+            self._carousel_chunk = d.chunk
+            for other in self._open.values():
+                if other.index != d.chunk:
+                    self._mark_gaps(other, len(other.got), now)
+        if self.has_chunk(d.chunk):
+            return
+        ch = self._open.get(d.chunk) or self._open_chunk(d.chunk, now)
+        ch.last_activity = now
+        if not d.repair:
+            self._mark_gaps(ch, d.block, now)
+        if ch.got[d.block]:
+            return  # the first copy wins; a later duplicate cannot change a block
+        start = d.block * m.block_size
+        ch.buf[start : start + len(d.payload)] = d.payload
+        ch.got[d.block] = 1
+        ch.received += 1
+        if ch.received == len(ch.got):
+            self._finish_chunk(ch, now)
+
+    def _count_seq(self, seq: int) -> None:
+        if self._seq_start is None:
+            self._seq_start = self._seq_high = seq
+        elif 0 < (seq - self._seq_high) % (1 << 32) < (1 << 31):
+            self._seq_high = seq
+        self._seq_received += 1
+
+    def _open_chunk(self, index: int, now: float) -> _OpenChunk:
+        if len(self._open) >= self.settings.max_open_chunks:
+            oldest = min(self._open.values(), key=lambda ch: ch.last_activity)
+            del self._open[oldest.index]  # bounded buffers: the carousel brings it back
+        m = self.manifest
+        ch = _OpenChunk(index, m.chunk_length(index), m.blocks_in_chunk(index), now)
+        self._open[index] = ch
+        return ch
+
+    def _mark_gaps(self, ch: _OpenChunk, upto: int, now: float) -> None:
+        if upto <= ch.gap_end:
+            return
+        ch.gap_end = upto
+        if ch.nak_due is None and ch.received < upto:
+            ch.nak_due = now + self._rng.random() * self.settings.nak_backoff
+
+    def _finish_chunk(self, ch: _OpenChunk, now: float) -> None:
+        data = bytes(ch.buf)
+        if self._verify(ch.index, data):
+            del self._open[ch.index]
+            self._accept(ch.index, data, now)
+            return
+        # a damaged or forged block: count it, throw the chunk away, ask for all of it again
+        self.rejected_chunks += 1
+        self._events.append(ChunkRejected(ch.index))
+        ch.got = bytearray(len(ch.got))
+        ch.received = 0
+        ch.holdoff = [0.0] * len(ch.got)
+        ch.naks_sent = 0
+        ch.gap_end = 0
+        ch.nak_due = None
+        self._mark_gaps(ch, len(ch.got), now)
+
+    def _verify(self, index: int, data: bytes) -> bool:
+        return hashlib.sha256(data).digest() == self.manifest.chunk_sha256[index]
+
+    def _accept(self, index: int, data: bytes, now: float) -> None:
+        self._have[index >> 3] |= 0x80 >> (index & 7)
+        self.verified_chunks += 1
+        self._dirty_pages.add(index // MAX_BITMAP_BITS)
+        self._events.append(WriteChunk(index, data))
+        if self.verified_chunks == self.manifest.chunk_count:
+            self._complete(now)
+
+    def _on_repair_adv(self, d: RepairAdvertisement, now: float) -> None:
+        until = now + self.settings.nak_holdoff
+        for r in d.ranges:
+            ch = self._open.get(r.chunk)
+            if ch is None:
+                continue
+            lo, hi = r.first_block, min(r.first_block + r.block_count, len(ch.got))
+            if lo < hi:  # a slice assignment: bounded by the chunk's block count
+                ch.holdoff[lo:hi] = [max(until, t) for t in ch.holdoff[lo:hi]]
+
+    # ---------------------------------------------------------------- feedback
+
+    def _send_naks(self, ch: _OpenChunk, now: float) -> None:
+        s = self.settings
+        gaps = ch.missing_gaps()
+        if not gaps:
+            ch.nak_due = None
+            return
+        if self._sender is None:  # no ANNOUNCE yet: nowhere to send a NAK
+            ch.nak_due = now + s.nak_holdoff
+            return
+        due = [k for k in gaps if ch.holdoff[k] <= now]
+        if due and ch.naks_sent < s.max_naks_per_chunk:
+            ranges = _to_ranges(ch.index, due)
+            for i in range(0, len(ranges), MAX_RANGES):
+                nak = RepairRequest(
+                    self.manifest.session_id, self.receiver_id, tuple(ranges[i : i + MAX_RANGES])
+                )
+                self._out.append((build_datagram(nak), self._sender))
+                self.naks_sent += 1
+            ch.naks_sent += 1
+            until = now + s.nak_holdoff
+            for k in due:
+                ch.holdoff[k] = until
+        if ch.naks_sent >= s.max_naks_per_chunk:
+            ch.nak_due = None  # give up NAKing: the carousel's next round brings the chunk
+            return
+        next_free = min(ch.holdoff[k] for k in gaps)
+        ch.nak_due = max(next_free, now) + self._rng.random() * s.nak_backoff
+
+    def _report(self, now: float) -> None:
+        s = self.settings
+        if self.state is ReceiverState.DONE:
+            if self._done_left > 0:
+                if self._sender is not None:
+                    self._send_report(0, ReportFlags.DONE)
+                self._done_left -= 1
+            self._next_report = now + s.report_interval / 2 if self._done_left > 0 else None
+            return
+        if self.state is not ReceiverState.JOINED:
+            self._next_report = None
+            return
+        pages = sorted(self._dirty_pages)[: s.max_pages_per_report]
+        if len(pages) < s.max_pages_per_report and self._page_cursor not in pages:
+            pages.append(self._page_cursor)
+        self._page_cursor = (self._page_cursor + 1) % self._pages
+        flags = ReportFlags(0) if self._joined_sent else ReportFlags.JOIN
+        for page in pages:
+            self._send_report(page, flags)
+            self._dirty_pages.discard(page)
+        self._joined_sent = True
+        jitter = 1 + s.report_jitter * (2 * self._rng.random() - 1)
+        self._next_report = now + s.report_interval * jitter
+
+    def _send_report(self, page: int, flags: ReportFlags) -> None:
+        assert self._sender is not None
+        base = page * MAX_BITMAP_BITS
+        bits = min(MAX_BITMAP_BITS, self.manifest.chunk_count - base)
+        have = self._have[page * PAGE_BYTES : page * PAGE_BYTES + (bits + 7) // 8]
+        need = bytearray(b ^ 0xFF for b in have)
+        if flags & ReportFlags.DONE:
+            need = bytearray(len(need))
+        spare = -bits % 8
+        if spare:
+            need[-1] &= 0xFF ^ ((1 << spare) - 1)
+        report = ReceiverReport(
+            self.manifest.session_id,
+            self.receiver_id,
+            flags,
+            self._loss_permille(),
+            self.verified_chunks,
+            self.rejected_chunks,
+            base,
+            bits,
+            bytes(need),
+        )
+        self._out.append((build_datagram(report), self._sender))
+
+    def _loss_permille(self) -> int:
+        if self._seq_start is None or self._seq_received == 0:
+            return 0
+        span = (self._seq_high - self._seq_start) % (1 << 32)
+        received, self._seq_received = self._seq_received, 0
+        self._seq_start = (self._seq_high + 1) % (1 << 32)
+        if span >= 1 << 31:
+            return 0  # only reordered old datagrams since the last report
+        expected = span + 1
+        return (expected - min(received, expected)) * 1000 // expected
+
+    # ---------------------------------------------------------------- endings
+
+    def _complete(self, now: float) -> None:
+        self.state = ReceiverState.DONE
+        self._open.clear()
+        self._events.append(TransferComplete())
+        self._done_left = self.settings.done_reports
+        self._next_report = now
+
+    def _fail(self, reason: str) -> None:
+        self.state = ReceiverState.FAILED
+        self._open.clear()
+        self._next_report = None
+        self._events.append(TransferFailed(reason))
+
+    def _drain(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events
+
+
+def _to_ranges(chunk: int, blocks: list[int]) -> list[BlockRange]:
+    """Sorted block indices to coalesced ranges."""
+    ranges: list[BlockRange] = []
+    start = prev = blocks[0]
+    for k in blocks[1:]:
+        if k != prev + 1:
+            ranges.append(BlockRange(chunk, start, prev - start + 1))
+            start = k
+        prev = k
+    ranges.append(BlockRange(chunk, start, prev - start + 1))
+    return ranges

@@ -1,0 +1,506 @@
+"""The WMTP sender as a pure state machine (docs/PROTOCOL.md section 6).
+
+No sockets, clocks or randomness: ``now`` is passed in, image bytes come from an injected
+:class:`ChunkSource`, admission from an injected :class:`JoinPolicy`. It announces the session,
+waits for its start condition, then runs a carousel over every chunk some active receiver still
+needs, multicasts each NAKed block once for everyone (after advertising it, which suppresses
+other receivers' NAKs), adapts its rate to reported loss (AIMD) and flags slow receivers.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from multicast.codec import (
+    IP_UDP_OVERHEAD,
+    MAX_RANGES,
+    UNKNOWN_START,
+    Announce,
+    BlockRange,
+    ChunkManifest,
+    DataBlock,
+    MalformedDatagram,
+    ReceiverReport,
+    Redirect,
+    RedirectReason,
+    RepairAdvertisement,
+    RepairRequest,
+    ReportFlags,
+    SenderState,
+    build_data_fast,
+    build_datagram,
+    parse_datagram,
+)
+from multicast.events import (
+    Address,
+    Ignored,
+    MoveToUnicast,
+    Outgoing,
+    ReceiverDone,
+    ReceiverDropped,
+    ReceiverJoined,
+    ReceiverLeft,
+    SessionFinished,
+    SessionStarted,
+)
+
+Event = (
+    Ignored
+    | SessionStarted
+    | ReceiverJoined
+    | ReceiverDone
+    | ReceiverLeft
+    | MoveToUnicast
+    | ReceiverDropped
+    | SessionFinished
+)
+
+
+#: bytes of float rounding forgiven in the token bucket, so a timer never fires short of a send
+_TOKEN_SLACK = 1e-3
+
+
+class ChunkSource(Protocol):
+    """The image bytes (the store's file, or bytes in a test)."""
+
+    def read(self, offset: int, length: int) -> bytes: ...
+
+
+class JoinPolicy(Protocol):
+    """Who may join a session."""
+
+    def admit(self, receiver_id: int, addr: Address) -> bool: ...
+
+
+class AdmitAll:
+    def admit(self, receiver_id: int, addr: Address) -> bool:
+        return True
+
+
+@dataclass(frozen=True)
+class SenderSettings:
+    """Rates in bytes per second (IP and UDP headers counted); times in seconds of ``now``."""
+
+    max_rate: float
+    min_rate: float = 125_000.0  # 1 Mbit/s
+    mode: Literal["auto", "scheduled"] = "auto"
+    start_at: float | None = None
+    min_clients: int = 0
+    max_wait: float = 0.0
+    slow_client: Literal["unicast", "wait", "drop"] = "unicast"
+    min_goodput: float = 1_250_000.0  # 10 Mbit/s
+    announce_interval: float = 0.5
+    receiver_timeout: float = 10.0
+    rate_interval: float = 1.0
+    loss_threshold: int = 50  # permille
+    rate_decrease: float = 0.75
+    rate_increase: float = 0.05  # of max_rate per step
+    slow_check_interval: float = 1.0
+    slow_window: float = 5.0
+    max_receivers: int = 1024
+    max_repair_blocks: int = 65536
+    linger: float = 2.0
+    finish_announcements: int = 3
+
+
+class _Peer:
+    def __init__(self, receiver_id: int, addr: Address, chunks: int, now: float) -> None:
+        self.receiver_id = receiver_id
+        self.addr = addr
+        self.joined_at = now
+        self.last_report = now
+        self.need = bytearray(b"\xff" * ((chunks + 7) // 8))  # undescribed = needed
+        self.verified = 0
+        self.worst_loss = 0
+        self.progress: deque[tuple[float, int]] = deque([(now, 0)])
+        self.offered: deque[tuple[float, int]] = deque()
+
+    def needs(self, index: int) -> bool:
+        return bool(self.need[index >> 3] & (0x80 >> (index & 7)))
+
+
+class Sender:
+    def __init__(
+        self,
+        manifest: ChunkManifest,
+        *,
+        manifest_digest: bytes,
+        source: ChunkSource,
+        settings: SenderSettings,
+        now: float,
+        policy: JoinPolicy | None = None,
+    ) -> None:
+        self.manifest = manifest
+        self.settings = settings
+        self.state = SenderState.WAITING
+        self.rate = settings.max_rate
+        self.completed = 0
+        self.ended = 0  # receivers done, left, timed out, redirected or dropped
+        self.repairs_sent = 0
+        self.data_sent = 0
+        self._digest = manifest_digest
+        self._source = source
+        self._policy = policy or AdmitAll()
+        self._opened_at = now
+        self._peers: dict[int, _Peer] = {}
+        self._events: list[Event] = []
+        self._control: list[Outgoing] = []
+        self._next_announce = now
+        self._finish_announcements_left = settings.finish_announcements
+        self._next_rate_step = now + settings.rate_interval
+        self._next_slow_check = now + settings.slow_check_interval
+        self._finish_at: float | None = None
+        self._seq = 0
+        # carousel position and the chunk being sent
+        self._cursor: int | None = None
+        self._last_chunk = -1
+        self._block = 0
+        self._chunk_data = b""
+        # repairs: queued (chunk, block) in NAK order, each sent once
+        self._repairs: dict[tuple[int, int], None] = {}
+        # token bucket (PROTOCOL.md section 6)
+        self._datagram_cost = manifest.block_size + 28 + IP_UDP_OVERHEAD
+        self._tokens = 0.0
+        self._tokens_at = now
+
+    # ---------------------------------------------------------------- public API
+
+    @property
+    def active_receivers(self) -> int:
+        return len(self._peers)
+
+    def receive(self, datagram: bytes, addr: Address, now: float) -> list[Event]:
+        try:
+            d = parse_datagram(datagram)
+        except MalformedDatagram as exc:
+            return [Ignored(str(exc))]
+        if d.session_id != self.manifest.session_id:
+            return [Ignored("another session")]
+        if isinstance(d, ReceiverReport):
+            self._on_report(d, addr, now)
+        elif isinstance(d, RepairRequest):
+            self._on_nak(d, addr)
+        else:
+            return [Ignored(f"{type(d).__name__} is sent by senders, not to them")]
+        return self._drain()
+
+    def datagrams_to_send(self, now: float, budget: int = 64) -> list[Outgoing]:
+        """Up to ``budget`` datagrams; DATA only as far as the token bucket allows."""
+        self._refill(now)
+        if self.state is not SenderState.FINISHED and now >= self._next_announce:
+            self._control.append(Outgoing(build_datagram(self._announce(now)), None))
+            self._next_announce = now + self.settings.announce_interval
+        out = self._control[:budget]
+        del self._control[:budget]
+        for o in out:
+            if o.to is None:
+                self._tokens -= len(o.data) + IP_UDP_OVERHEAD
+        if self.state is not SenderState.RUNNING:
+            return out
+        while len(out) < budget and self._tokens >= self._datagram_cost - _TOKEN_SLACK:
+            data = self._next_data(now)
+            if data is None:
+                break
+            out.append(Outgoing(data, None))
+            self._tokens -= len(data) + IP_UDP_OVERHEAD
+        return out
+
+    def next_timer(self) -> float | None:
+        s = self.settings
+        if self.state is SenderState.FINISHED:
+            return self._next_announce if self._finish_announcements_left > 0 else None
+        times = [self._next_announce]
+        if self._peers:
+            times.append(min(p.last_report for p in self._peers.values()) + s.receiver_timeout)
+        if self.state is SenderState.WAITING:
+            times.extend(t for t in (self._start_deadline(),) if t is not None)
+        else:
+            times += [self._next_rate_step, self._next_slow_check]
+            if self._finish_at is not None:
+                times.append(self._finish_at)
+            if self._has_data():
+                wait = max(0.0, self._datagram_cost - _TOKEN_SLACK / 2 - self._tokens) / self.rate
+                times.append(self._tokens_at + wait)
+        return min(times)
+
+    def handle_timer(self, now: float) -> list[Event]:
+        s = self.settings
+        for peer in list(self._peers.values()):
+            if now >= peer.last_report + s.receiver_timeout:
+                self._end(peer, ReceiverLeft(peer.receiver_id, peer.addr, "timed out"))
+        if self.state is SenderState.WAITING:
+            self._maybe_start(now)
+        elif self.state is SenderState.RUNNING:
+            if now >= self._next_rate_step:
+                self._rate_step()
+                self._next_rate_step = now + s.rate_interval
+            if now >= self._next_slow_check:
+                self._slow_check(now)
+                self._next_slow_check = now + s.slow_check_interval
+            self._maybe_finish(now)
+        elif (
+            self.state is SenderState.FINISHED
+            and now >= self._next_announce
+            and self._finish_announcements_left > 0
+        ):
+            self._finish_announcements_left -= 1
+            self._control.append(Outgoing(build_datagram(self._announce(now)), None))
+            self._next_announce = now + s.announce_interval
+        return self._drain()
+
+    # ---------------------------------------------------------------- session life
+
+    def _start_deadline(self) -> float | None:
+        s = self.settings
+        if s.mode == "auto":
+            return None
+        times = [t for t in (s.start_at,) if t is not None]
+        if s.max_wait > 0:
+            times.append(self._opened_at + s.max_wait)
+        return min(times) if times else None
+
+    def _maybe_start(self, now: float) -> None:
+        s = self.settings
+        if s.mode == "auto":
+            go = bool(self._peers)
+        else:
+            deadline = self._start_deadline()
+            go = (deadline is not None and now >= deadline) or (
+                s.min_clients > 0 and len(self._peers) >= s.min_clients
+            )
+        if go:
+            self.state = SenderState.RUNNING
+            self._tokens_at = now
+            self._next_rate_step = now + s.rate_interval
+            self._next_slow_check = now + s.slow_check_interval
+            for peer in self._peers.values():
+                peer.progress = deque([(now, peer.verified)])
+                peer.joined_at = now
+            self._next_announce = now  # tell everyone at once
+            self._events.append(SessionStarted(len(self._peers)))
+
+    def _maybe_finish(self, now: float) -> None:
+        if self._peers or self.ended == 0:
+            self._finish_at = None
+            return
+        if self._finish_at is None:
+            self._finish_at = now + self.settings.linger
+        if now >= self._finish_at:
+            self.state = SenderState.FINISHED
+            self._finish_at = None
+            self._next_announce = now
+            self._events.append(SessionFinished(self.completed))
+
+    def _announce(self, now: float) -> Announce:
+        starts = UNKNOWN_START
+        deadline = self._start_deadline()
+        if self.state is SenderState.WAITING and deadline is not None:
+            starts = min(UNKNOWN_START - 1, max(0, int((deadline - now) * 1000)))
+        return Announce(
+            self.manifest.session_id,
+            self.state,
+            min(len(self._peers), 0xFFFF),
+            min(int(self.rate * 8 / 1000), 0xFFFFFFFF),
+            self._seq,
+            self._digest,
+            starts,
+        )
+
+    # ---------------------------------------------------------------- feedback
+
+    def _on_report(self, d: ReceiverReport, addr: Address, now: float) -> None:
+        peer = self._peers.get(d.receiver_id)
+        if peer is None:
+            if d.flags & (ReportFlags.DONE | ReportFlags.LEAVE):
+                self._events.append(Ignored("final REPORT from a receiver not in the session"))
+                return
+            if self.state is SenderState.FINISHED:
+                self._events.append(Ignored("REPORT after the session finished"))
+                return
+            if len(self._peers) >= self.settings.max_receivers:
+                self._events.append(Ignored(f"{self.settings.max_receivers} receivers already"))
+                return
+            if not self._policy.admit(d.receiver_id, addr):
+                self._events.append(Ignored("the join policy refused this receiver"))
+                return
+            peer = _Peer(d.receiver_id, addr, self.manifest.chunk_count, now)
+            self._peers[d.receiver_id] = peer
+            self._finish_at = None
+            self._events.append(ReceiverJoined(d.receiver_id, addr))
+        elif addr != peer.addr:
+            self._events.append(Ignored("REPORT for a receiver id from another address"))
+            return
+        peer.last_report = now
+        if d.flags & ReportFlags.DONE:
+            self.completed += 1
+            self._end(peer, ReceiverDone(peer.receiver_id, peer.addr))
+            return
+        if d.flags & ReportFlags.LEAVE:
+            self._end(peer, ReceiverLeft(peer.receiver_id, peer.addr, "left"))
+            return
+        peer.verified = min(d.verified_chunks, self.manifest.chunk_count)
+        peer.progress.append((now, peer.verified))
+        peer.worst_loss = max(peer.worst_loss, d.loss_permille)
+        self._apply_page(peer, d)
+        if self.state is SenderState.WAITING:
+            self._maybe_start(now)
+
+    def _apply_page(self, peer: _Peer, d: ReceiverReport) -> None:
+        # pages are byte-aligned (base is a multiple of 8192); anything else is ignored
+        count = self.manifest.chunk_count
+        if d.bit_count == 0 or d.base_chunk % 8 or d.base_chunk + d.bit_count > count:
+            return
+        start = d.base_chunk // 8
+        full, spare = divmod(d.bit_count, 8)
+        peer.need[start : start + full] = d.need_bitmap[:full]
+        if spare:
+            mask = 0xFF ^ ((1 << (8 - spare)) - 1)
+            old = peer.need[start + full]
+            peer.need[start + full] = (old & ~mask & 0xFF) | (d.need_bitmap[full] & mask)
+
+    def _on_nak(self, d: RepairRequest, addr: Address) -> None:
+        peer = self._peers.get(d.receiver_id)
+        if peer is None or peer.addr != addr:
+            self._events.append(Ignored("NAK from a receiver not in the session"))
+            return
+        m = self.manifest
+        # a receiver NAKs at most one chunk's blocks per datagram: bound the work a NAK causes
+        if sum(r.block_count for r in d.ranges) > m.blocks_in_chunk(0):
+            self._events.append(Ignored("NAK asks for more blocks than a chunk has"))
+            return
+        for r in d.ranges:
+            if not 0 <= r.chunk < m.chunk_count or (
+                r.first_block + r.block_count > m.blocks_in_chunk(r.chunk)
+            ):
+                self._events.append(Ignored(f"NAK range {r} outside the manifest"))
+                return
+        queued: list[BlockRange] = []
+        for r in d.ranges:
+            run: list[int] = []
+            for k in range(r.first_block, r.first_block + r.block_count):
+                full = len(self._repairs) >= self.settings.max_repair_blocks
+                if full or (r.chunk, k) in self._repairs:
+                    if run:
+                        queued.append(BlockRange(r.chunk, run[0], len(run)))
+                        run = []
+                    if full:
+                        break  # bounded; the carousel covers the rest
+                    continue
+                self._repairs[(r.chunk, k)] = None
+                run.append(k)
+            if run:
+                queued.append(BlockRange(r.chunk, run[0], len(run)))
+        # advertise what will be repaired: the echo that suppresses other receivers' NAKs
+        for i in range(0, len(queued), MAX_RANGES):
+            adv = RepairAdvertisement(m.session_id, tuple(queued[i : i + MAX_RANGES]))
+            self._control.append(Outgoing(build_datagram(adv), None))
+
+    def _end(self, peer: _Peer, event: Event) -> None:
+        del self._peers[peer.receiver_id]
+        self.ended += 1
+        self._events.append(event)
+
+    # ---------------------------------------------------------------- rate and slow receivers
+
+    def _rate_step(self) -> None:
+        s = self.settings
+        worst = max((p.worst_loss for p in self._peers.values()), default=0)
+        for p in self._peers.values():
+            p.worst_loss = 0
+        if worst > s.loss_threshold:
+            self.rate = max(s.min_rate, self.rate * s.rate_decrease)
+        else:
+            self.rate = min(s.max_rate, self.rate + s.max_rate * s.rate_increase)
+
+    def _slow_check(self, now: float) -> None:
+        s = self.settings
+        if s.slow_client == "wait":
+            return
+        window = s.slow_window
+        for peer in list(self._peers.values()):
+            while len(peer.progress) > 1 and peer.progress[1][0] <= now - window:
+                peer.progress.popleft()
+            while peer.offered and peer.offered[0][0] < now - window:
+                peer.offered.popleft()
+            if now - peer.joined_at < window:
+                continue
+            offered = sum(n for _, n in peer.offered)
+            goodput = (peer.progress[-1][1] - peer.progress[0][1]) * self.manifest.chunk_size
+            if offered >= 2 * s.min_goodput * window and goodput < s.min_goodput * window:
+                event: Event
+                if s.slow_client == "unicast":
+                    reason, event = RedirectReason.SLOW, MoveToUnicast(peer.receiver_id, peer.addr)
+                else:
+                    reason = RedirectReason.DROPPED
+                    event = ReceiverDropped(peer.receiver_id, peer.addr)
+                redirect = Redirect(self.manifest.session_id, peer.receiver_id, reason)
+                self._control.append(Outgoing(build_datagram(redirect), peer.addr))
+                self._end(peer, event)
+
+    # ---------------------------------------------------------------- data
+
+    def _refill(self, now: float) -> None:
+        burst = max(4 * self._datagram_cost, self.rate * 0.005)
+        if now > self._tokens_at:
+            self._tokens = min(burst, self._tokens + (now - self._tokens_at) * self.rate)
+            self._tokens_at = now
+
+    def _has_data(self) -> bool:
+        if self._repairs or self._cursor is not None:
+            return True
+        return self._needed_after(self._last_chunk) is not None
+
+    def _needed_after(self, index: int) -> int | None:
+        """The next chunk after ``index`` (wrapping) that some active receiver needs."""
+        count = self.manifest.chunk_count
+        peers = list(self._peers.values())
+        for step in range(1, count + 1):
+            i = (index + step) % count
+            if any(p.needs(i) for p in peers):
+                return i
+        return None
+
+    def _next_data(self, now: float) -> bytes | None:
+        m = self.manifest
+        if self._repairs:
+            chunk, block = next(iter(self._repairs))
+            del self._repairs[(chunk, block)]
+            offset = chunk * m.chunk_size + block * m.block_size
+            payload = self._source.read(offset, m.block_length(chunk, block))
+            self.repairs_sent += 1
+            return self._data(chunk, block, payload, repair=True)
+        if self._cursor is None:
+            nxt = self._needed_after(self._last_chunk)
+            if nxt is None:
+                return None
+            self._start_chunk(nxt, now)
+        assert self._cursor is not None
+        chunk, block = self._cursor, self._block
+        start = block * m.block_size
+        payload = self._chunk_data[start : start + m.block_length(chunk, block)]
+        self._block += 1
+        if self._block >= m.blocks_in_chunk(chunk):
+            self._last_chunk = chunk
+            self._cursor = None
+            self._chunk_data = b""
+        return self._data(chunk, block, payload, repair=False)
+
+    def _start_chunk(self, index: int, now: float) -> None:
+        m = self.manifest
+        self._cursor, self._block = index, 0
+        self._chunk_data = self._source.read(index * m.chunk_size, m.chunk_length(index))
+        for peer in self._peers.values():
+            if peer.needs(index):
+                peer.offered.append((now, m.chunk_length(index)))
+
+    def _data(self, chunk: int, block: int, payload: bytes, *, repair: bool) -> bytes:
+        d = DataBlock(self.manifest.session_id, self._seq, chunk, block, payload, repair)
+        self._seq = (self._seq + 1) % (1 << 32)
+        self.data_sent += 1
+        return build_data_fast(d)
+
+    def _drain(self) -> list[Event]:
+        events, self._events = self._events, []
+        return events

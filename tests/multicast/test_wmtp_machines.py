@@ -1,0 +1,240 @@
+"""Machine tier: one pure sender, several pure receivers, a float clock, loss injected."""
+
+from __future__ import annotations
+
+import random
+
+from wmtp_harness import BLOCK, CHUNK, SENDER, Lan
+
+from multicast.codec import (
+    Announce,
+    DatagramType,
+    SenderState,
+    build_datagram,
+    parse_data_fast,
+)
+from multicast.events import MoveToUnicast, ReceiverDone, ReceiverJoined, SessionFinished
+from multicast.receiver import ReceiverSettings, ReceiverState
+from multicast.sender import SenderSettings
+
+IMAGE = random.Random(7).randbytes(5 * CHUNK + 3000)  # 6 chunks, the last one short
+
+
+def test_lossless_delivery_to_three_receivers() -> None:
+    lan = Lan(IMAGE)
+    for _ in range(3):
+        lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert all(sorted(c.writes) == list(range(6)) for c in lan.clients)
+    assert all(c.naks == 0 and c.machine.rejected_chunks == 0 for c in lan.clients)
+    blocks = sum(lan.manifest.blocks_in_chunk(i) for i in range(6))
+    assert lan.sender.data_sent == blocks  # one pass, nothing resent
+    lan.run(until=60.0)
+    assert any(isinstance(e, SessionFinished) for e in lan.sender_events)
+    assert lan.sender.state is SenderState.FINISHED and lan.sender.completed == 3
+    assert lan.sender.next_timer() is None
+
+
+def test_independent_random_loss_all_finish_byte_exact() -> None:
+    loss_rng = random.Random(42)
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        return data[3] != DatagramType.ANNOUNCE and loss_rng.random() < 0.01 * (i + 1) * 3
+
+    lan = Lan(IMAGE, loss=loss, feedback_loss=0.05)
+    for _ in range(5):  # 3% .. 15% loss each, independently
+        lan.add_client()
+    lan.run(until=60.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert lan.sender.repairs_sent > 0
+    assert all(c.machine.rejected_chunks == 0 for c in lan.clients)
+
+
+def test_corrupted_datagram_rejects_chunk_then_repair_ends_byte_exact() -> None:
+    lan = Lan(IMAGE)
+    victim = lan.add_client()
+    lan.add_client()
+    forged: list[int] = []
+
+    def corrupt(c: object, data: bytes) -> list[bytes]:
+        # a damaged copy of chunk 2 block 3 with a valid UDP checksum arrives first, once
+        if c is victim and not forged and data[3] == DatagramType.DATA:
+            d = parse_data_fast(data)
+            if (d.chunk, d.block) == (2, 3):
+                forged.append(1)
+                bad = bytearray(data)
+                bad[40] ^= 0xFF
+                return [bytes(bad), data]
+        return [data]
+
+    lan.hooks.append(corrupt)
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert forged and victim.machine.rejected_chunks == 1
+    assert victim.naks >= 1 and lan.sender.repairs_sent >= lan.manifest.blocks_in_chunk(2)
+    assert lan.clients[1].machine.rejected_chunks == 0
+
+
+def test_late_joiner_completes_with_the_part_it_missed() -> None:
+    lan = Lan(IMAGE * 2, settings=SenderSettings(max_rate=2e6, linger=5.0))
+    first = lan.add_client()
+    lan.run(until=0.3)
+    assert first.complete_at is None and len(first.writes) >= 2
+    late = lan.add_client()
+    lan.run(until=60.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert late.writes[0] != 0  # it started mid-image and wrapped around
+    assert late.complete_at > first.complete_at  # type: ignore[operator]
+
+
+def test_nak_suppression_keeps_naks_far_below_receivers_times_losses() -> None:
+    lost = {(c, b) for c in range(6) for b in (5, 17, 30)}  # a switch drops these for everyone
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        if data[3] != DatagramType.DATA or data[24] & 1:  # repairs get through
+            return False
+        return (int.from_bytes(data[16:20]), int.from_bytes(data[20:22])) in lost
+
+    lan = Lan(IMAGE, loss=loss)
+    receivers = 20
+    for _ in range(receivers):
+        lan.add_client()
+    lan.run(until=60.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    real = {(c, b) for c, b in lost if b < lan.manifest.blocks_in_chunk(c)}
+    chunks_with_loss = len({c for c, _ in real})
+    naks = sum(c.naks for c in lan.clients)
+    # without suppression every receiver would NAK every damaged chunk (one NAK covers a chunk)
+    assert naks <= receivers * chunks_with_loss // 5, naks
+    assert naks < receivers * len(real) // 10
+    assert lan.sender.repairs_sent == len(real)  # each lost block multicast once, for everyone
+
+
+def test_rate_token_bucket_is_respected() -> None:
+    rate = 1e6  # bytes per second, IP+UDP headers counted
+    lan = Lan(IMAGE * 3, settings=SenderSettings(max_rate=rate, min_rate=rate))
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    burst = max(4 * (BLOCK + 56), rate * 0.005) + 1500
+    start = next(t for t, kind, _ in lan.sent if kind == DatagramType.DATA)
+    total = 0
+    for t, _, size in lan.sent:
+        if t >= start:
+            total += size + 28
+            assert total <= rate * (t - start) + burst + 2 * (BLOCK + 56), (t, total)
+    elapsed = lan.clients[0].complete_at - start  # type: ignore[operator]
+    assert elapsed >= len(IMAGE) * 3 / rate * 0.95
+
+
+def test_rate_lowered_on_loss_and_raised_when_clear() -> None:
+    state = {"lossy": True}
+    loss_rng = random.Random(3)
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        return state["lossy"] and data[3] == DatagramType.DATA and loss_rng.random() < 0.2
+
+    settings = SenderSettings(max_rate=4e6, min_rate=0.5e6, min_goodput=0, slow_client="wait")
+    lan = Lan(random.Random(5).randbytes(60 * CHUNK), settings=settings, loss=loss)
+    lan.add_client()
+    lan.run(until=4.0)
+    lowered = lan.sender.rate
+    assert lowered < 4e6 * 0.5
+    state["lossy"] = False
+    lan.run(until=8.0)
+    assert lan.sender.rate > lowered
+
+
+def test_slow_receiver_is_flagged_for_unicast_and_tops_up() -> None:
+    loss_rng = random.Random(4)
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        return i == 1 and data[3] == DatagramType.DATA and loss_rng.random() < 0.9
+
+    settings = SenderSettings(
+        max_rate=2e6, min_rate=1e6, min_goodput=200e3, slow_window=1.0, linger=0.5
+    )
+    lan = Lan(random.Random(6).randbytes(64 * CHUNK), settings=settings, loss=loss)
+    fast, slow = lan.add_client(), lan.add_client()
+    lan.run(until=60.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    moved = [e for e in lan.sender_events if isinstance(e, MoveToUnicast)]
+    assert [e.receiver_id for e in moved] == [slow.machine.receiver_id]
+    assert slow.unicast and not fast.unicast
+    assert slow.machine.state is ReceiverState.DONE
+
+
+def test_scheduled_start_waits_for_min_clients() -> None:
+    settings = SenderSettings(max_rate=10e6, mode="scheduled", min_clients=3, max_wait=100.0)
+    lan = Lan(IMAGE, settings=settings)
+    lan.add_client()
+    lan.add_client()
+    lan.run(until=5.0)
+    assert lan.sender.state is SenderState.WAITING
+    assert not any(kind == DatagramType.DATA for _, kind, _ in lan.sent)
+    assert sum(isinstance(e, ReceiverJoined) for e in lan.sender_events) == 2
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    first_data = next(t for t, kind, _ in lan.sent if kind == DatagramType.DATA)
+    assert 5.0 <= first_data < 6.0
+
+
+def test_scheduled_start_after_max_wait() -> None:
+    settings = SenderSettings(max_rate=10e6, mode="scheduled", min_clients=10, max_wait=3.0)
+    lan = Lan(IMAGE, settings=settings)
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    first_data = next(t for t, kind, _ in lan.sent if kind == DatagramType.DATA)
+    assert 3.0 <= first_data < 3.1
+
+
+def test_scheduled_start_at_a_time_and_announce_counts_down() -> None:
+    settings = SenderSettings(max_rate=10e6, mode="scheduled", start_at=2.0)
+    lan = Lan(IMAGE, settings=settings)
+    client = lan.add_client()
+    lan.run(until=1.0)
+    ann = lan.sender._announce(1.0)
+    assert ann.state is SenderState.WAITING and ann.starts_in_ms == 1000
+    assert client.machine.state is ReceiverState.JOINED
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+
+
+def test_resume_only_receives_missing_chunks() -> None:
+    lan = Lan(IMAGE)
+    have = bytes([0b11010000])  # chunks 0, 1 and 3 already on disk
+    client = lan.add_client(have=have)
+    m = lan.manifest
+    for i in (0, 1, 3):
+        client.out[i * CHUNK : i * CHUNK + m.chunk_length(i)] = IMAGE[i * CHUNK : (i + 1) * CHUNK]
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert sorted(client.writes) == [2, 4, 5]
+    # its JOIN carried its need bitmap: the carousel never sent the chunks it had
+    assert lan.sender.data_sent == sum(m.blocks_in_chunk(i) for i in (2, 4, 5))
+    lan.run(until=lan.now + 2.0)
+    assert [type(e) for e in lan.sender_events if isinstance(e, ReceiverDone)] == [ReceiverDone]
+
+
+def test_foreign_and_malformed_datagrams_are_ignored_with_a_reason() -> None:
+    lan = Lan(IMAGE)
+    client = lan.add_client()
+    r = client.machine
+    other_session = build_datagram(Announce(1, SenderState.RUNNING, 0, 0, 0, b"\0" * 16))
+    for junk in (b"", b"hello", other_session, IMAGE[:100]):
+        events = r.receive(junk, SENDER, 0.0)
+        assert len(events) == 1 and type(events[0]).__name__ == "Ignored"
+        events2 = lan.sender.receive(junk, client.addr, 0.0)
+        assert len(events2) == 1 and type(events2[0]).__name__ == "Ignored"
+
+
+def test_receiver_fails_when_the_sender_goes_silent() -> None:
+    lan = Lan(IMAGE, receiver_settings=ReceiverSettings(sender_timeout=2.0))
+    client = lan.add_client()
+    lan.sender.state = SenderState.FINISHED  # a sender that died: nothing is ever sent
+    lan.sender._finish_announcements_left = 0
+    lan.run(until=10.0)
+    assert client.failed is not None and "no datagram" in client.failed
