@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import Any
+
+import pytest
 
 import wds.store.store as store_module
 from store.conftest import Wims
 from store.helpers import wds_process
-from wds.store import ImageStore
+from wds.store import ImageStore, StoredImage
+from wds.wim import read_wim_info
 
 
 def test_two_concurrent_adds_both_land(wims: Wims, store: Path) -> None:
@@ -63,3 +67,33 @@ def test_a_held_lock_times_out_with_a_clear_message(wims: Wims, store: Path) -> 
         else:
             raise AssertionError("the add should have waited for the lock and given up")
     assert opened.list_images() == ()
+
+
+def test_export_survives_a_concurrent_remove(
+    wims: Wims, store: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exporter = ImageStore.open(store, create=True)
+    stored = exporter.add(wims.two, group="lab", name="w")
+    real_export = store_module.export_to
+
+    def remove_first(entry: StoredImage, *args: Any, **kwargs: Any) -> Path:
+        ImageStore.open(store).remove("lab/w")  # another admin, between find and wimlib
+        assert not stored.path.exists()
+        return real_export(entry, *args, **kwargs)
+
+    monkeypatch.setattr(store_module, "export_to", remove_first)
+    dest = exporter.export("lab/w", tmp_path / "out.wim")
+    assert read_wim_info(dest).image_count == 2
+    assert exporter.list_images() == () and not list((store / ".tmp").iterdir())
+
+
+def test_open_keeps_a_live_staging_area(wims: Wims, store: Path) -> None:
+    from wds.store.fs import StoreLock, staging_area
+
+    s = ImageStore.open(store, create=True)
+    with staging_area(store / ".tmp", StoreLock(store / ".lock", 5)) as area:
+        (area / "half.wim").write_bytes(b"being copied")
+        ImageStore.open(store)  # another process's cleanup: the flock says "in use"
+        assert (area / "half.wim").exists()
+    assert not list((store / ".tmp").iterdir())
+    assert s.list_images() == ()

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from store.conftest import CliRun, Wims
-from store.helpers import snapshot
+from store.helpers import capture, snapshot
 from wds.store import ImageStore
 from wds.wim import read_wim_info
 
@@ -115,3 +115,15 @@ def test_store_comes_from_config(
     config.write_text('[server]\nstor = "x"\n')
     assert main(["image", "list", "--config", str(config)]) == 1
     assert "unknown key 'stor'" in capsys.readouterr().err
+
+
+def test_boot_image_for_another_architecture_is_refused(
+    wds: CliRun, store: Path, tmp_path: Path
+) -> None:
+    src = tmp_path / "pe"
+    src.mkdir()
+    (src / "boot.txt").write_text("x86 PE\n")
+    pe = capture([src], tmp_path / "pe.wim", ["PE"], "--boot", "--image-property", "WINDOWS/ARCH=0")
+    code, _, err = wds("add", pe, "--boot", "--arch", "x64")
+    assert code == 1 and "image 1 is a x86 image, not x86_64; add it with --arch x86" in err
+    assert wds("add", pe, "--boot", "--arch", "x86")[0] == 0

@@ -1,9 +1,8 @@
 """Copying stored WIMs out of the store: ``export`` to a new WIM, ``split`` into .swm parts.
 
 Both write under a temporary name next to the destination, verify the result, and only then give
-it its final name -- with ``link``, which never replaces a file that exists. A stored WIM can be
-removed by another admin while it is being exported; wimlib then fails to open it and the export
-stops with that message, leaving nothing behind.
+it its final name -- with ``link``, which never replaces a file that exists. The store hands these
+functions a hard link of the stored WIM, so another admin's remove cannot pull it away meanwhile.
 """
 
 from __future__ import annotations
@@ -82,7 +81,7 @@ def _check(entry: StoredImage, written: Path) -> None:
     if not report.intact:
         raise WimCorruptError(
             f"the copy of {entry.ref} failed verification ({report.problem}); nothing was "
-            f"written; check the stored WIM with 'wds image verify {entry.path}'"
+            "written; run 'wds image verify' on the stored file ('wds image list --json')"
         )
 
 

@@ -32,6 +32,7 @@ import os
 import secrets
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from wds.errors import StoreError, WimCorruptError, WimFormatError
@@ -251,6 +252,8 @@ class ImageStore:
             raise StoreInputError(f"{source}: {what}; give the path of a .wim file")
         info = _read_source(source)
         self._check_addable(source, info, index)
+        if arch is not None:
+            _check_boot_arch(source, info, index, arch)
         name = check_name(name or self._default_name(source, info, index))
         self._refuse_taken(self._read_catalog(), kind, where, name)
         if index is not None:  # export rewrites the data: check it before wimlib copies it
@@ -541,8 +544,8 @@ class ImageStore:
             raise StoreInputError(
                 f"--compress {compress!r} is not one of {', '.join(WIM_COMPRESSION_TYPES)}"
             )
-        entry = self.find(ref)
-        return export_to(entry, ref.index, Path(dest), compress=compress, integrity=integrity)
+        with self._pinned(ref) as entry:
+            return export_to(entry, ref.index, Path(dest), compress=compress, integrity=integrity)
 
     def split(self, ref: ImageRef | str, dest: Path, part_size_mib: float) -> tuple[Path, ...]:
         """Split a stored WIM into ``DEST.swm``, ``DEST2.swm``, ... for media."""
@@ -555,7 +558,44 @@ class ImageStore:
         dest = Path(dest)
         if dest.suffix.lower() != ".swm":
             raise StoreInputError(f"{dest}: split parts must be named NAME.swm")
-        return split_to(self.find(ref), dest, part_size_mib)
+        with self._pinned(ref) as entry:
+            return split_to(entry, dest, part_size_mib)
+
+    @contextlib.contextmanager
+    def _pinned(self, ref: ImageRef) -> Iterator[StoredImage]:
+        """The entry, its file hard-linked into a staging area: another admin's remove or set
+        cannot pull the file away while wimlib reads it."""
+        if not os.access(self.root, os.W_OK):  # a read-only store cannot change either
+            yield self.find(ref)
+            return
+        with staging_area(self.root / TMP, self._lock()) as area:
+            with self._lock():
+                self._read_catalog(fresh=True)
+                entry = self.find(ref)
+                pin = area / entry.path.name
+                try:
+                    os.link(entry.path, pin)
+                except OSError:  # no hard links here: read the file in place
+                    pin = entry.path
+            yield dataclasses.replace(entry, path=pin)
+
+
+#: wds.wim's names (wiminfo's) of the WINDOWS/ARCH values, by WDS architecture name
+_WIM_ARCH = {"x86": "x86", "x64": "x86_64", "arm": "ARM", "arm64": "ARM64", "ia64": "ia64"}
+
+
+def _check_boot_arch(source: Path, info: WimInfo, index: int | None, arch: str) -> None:
+    """Refuse a boot image whose XML says it is for another architecture than --arch."""
+    boot = index or info.boot_index or (1 if info.image_count == 1 else 0)
+    if not boot:
+        return
+    found = info.images[boot - 1].architecture
+    if found is not None and found != _WIM_ARCH[arch]:
+        wds_name = next((k for k, v in _WIM_ARCH.items() if v == found), found)
+        raise StoreError(
+            f"{source}: refused: image {boot} is a {found} image, not {_WIM_ARCH[arch]}; "
+            f"add it with --arch {wds_name}"
+        )
 
 
 def _read_source(source: Path) -> WimInfo:
