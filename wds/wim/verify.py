@@ -23,6 +23,7 @@ from wds.wim.reader import (
     MAX_XML_BYTES,
     WimPart,
     integrity_span,
+    open_fd,
     read_blob_table,
     read_integrity_table,
     read_resource,
@@ -151,8 +152,10 @@ def verify_wim(path: Path, *, progress: Callable[[int, int], None] | None = None
     """
     parts = split_set_parts(Path(path))
     checked: list[str] = []
-    fds = [os.open(p.path, os.O_RDONLY) for p in parts]
+    fds: list[int] = []
     try:
+        for p in parts:
+            fds.append(open_fd(p.path)[0])
         tables = [read_integrity_table(fd, p) for fd, p in zip(fds, parts, strict=True)]
         blob_tables = [read_blob_table(fd, p) for fd, p in zip(fds, parts, strict=True)]
         total = 0
