@@ -112,6 +112,8 @@ class _Peer:
         self.joined_at = now
         self.last_report = now
         self.need = bytearray(b"\xff" * ((chunks + 7) // 8))  # undescribed = needed
+        if chunks % 8:
+            self.need[-1] = 0xFF ^ ((1 << (8 - chunks % 8)) - 1)  # no chunks past the end
         self.verified = 0
         self.worst_loss = 0
         self.progress: deque[tuple[float, int]] = deque([(now, 0)])
@@ -145,6 +147,7 @@ class Sender:
         self._policy = policy or AdmitAll()
         self._opened_at = now
         self._peers: dict[int, _Peer] = {}
+        self._union: int | None = None  # cache of the union of needs, see _needed_after
         self._events: list[Event] = []
         self._control: list[Outgoing] = []
         self._next_announce = now
@@ -327,6 +330,7 @@ class Sender:
                 return
             peer = _Peer(d.receiver_id, addr, self.manifest.chunk_count, now)
             self._peers[d.receiver_id] = peer
+            self._union = None
             self._finish_at = None
             self._events.append(ReceiverJoined(d.receiver_id, addr))
         elif addr != peer.addr:
@@ -344,6 +348,7 @@ class Sender:
         peer.progress.append((now, peer.verified))
         peer.worst_loss = max(peer.worst_loss, d.loss_permille)
         self._apply_page(peer, d)
+        self._union = None
         if self.state is SenderState.WAITING:
             self._maybe_start(now)
 
@@ -399,6 +404,7 @@ class Sender:
 
     def _end(self, peer: _Peer, event: Event) -> None:
         del self._peers[peer.receiver_id]
+        self._union = None
         self.ended += 1
         self._events.append(event)
 
@@ -453,14 +459,23 @@ class Sender:
         return self._needed_after(self._last_chunk) is not None
 
     def _needed_after(self, index: int) -> int | None:
-        """The next chunk after ``index`` (wrapping) that some active receiver needs."""
-        count = self.manifest.chunk_count
-        peers = list(self._peers.values())
-        for step in range(1, count + 1):
-            i = (index + step) % count
-            if any(p.needs(i) for p in peers):
-                return i
-        return None
+        """The next chunk after ``index`` (wrapping) that some active receiver needs.
+
+        The union of the receivers' need bitmaps is kept as one int (chunk ``i`` is bit
+        ``width - 1 - i``), rebuilt only when a need changes: big-int operations, not loops.
+        """
+        if self._union is None:
+            union = 0
+            for p in self._peers.values():
+                union |= int.from_bytes(p.need, "big")
+            self._union = union
+        union = self._union
+        if not union:
+            return None
+        width = 8 * ((self.manifest.chunk_count + 7) // 8)
+        after = union & ((1 << max(0, width - 1 - index)) - 1)  # chunks index+1 ..
+        top = (after or union).bit_length() - 1
+        return width - 1 - top
 
     def _next_data(self, now: float) -> bytes | None:
         m = self.manifest

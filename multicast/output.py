@@ -1,0 +1,122 @@
+"""The receiver's target file: preallocated, verified chunks only, resumable (PROTOCOL.md 8).
+
+Synchronous file I/O (no sockets, no asyncio): the asyncio adapter calls it for each
+``WriteChunk``. Next to the target lives ``<target>.wds-bitmap``: 16 header bytes (``WDSBMAP1`` +
+the first 8 bytes of the manifest's ``image_sha256``) then one bit per verified chunk, MSB first.
+A chunk's data reaches the disk (``fdatasync``) before its bit does, so a set bit never describes
+bytes that were not written. A bitmap whose header does not match the manifest is ignored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from pathlib import Path
+
+from multicast.codec import ChunkManifest
+from wds.errors import LocalProtocolError, WdsError
+
+BITMAP_MAGIC = b"WDSBMAP1"
+BITMAP_SUFFIX = ".wds-bitmap"
+_READ = 4 * 1024 * 1024
+
+
+class OutputError(WdsError):
+    """The target file or its bitmap cannot be created, written or read (disk full, perms)."""
+
+    exit_code = 5
+
+
+class ImageMismatch(WdsError):
+    """Every chunk verified, yet the file on disk does not hash to ``image_sha256``."""
+
+    exit_code = 4
+
+
+class ImageOutput:
+    def __init__(self, target: Path, manifest: ChunkManifest, *, sync: bool = True) -> None:
+        self.target = target
+        self.bitmap_path = target.with_name(target.name + BITMAP_SUFFIX)
+        self.manifest = manifest
+        self.sync = sync
+        self._header = BITMAP_MAGIC + manifest.image_sha256[:8]
+        self._have = bytearray((manifest.chunk_count + 7) // 8)
+        try:
+            self._fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+            self._resume_or_start()
+        except OSError as exc:
+            raise OutputError(f"{target}: cannot prepare the target file: {exc}") from None
+
+    def _resume_or_start(self) -> None:
+        size = self.manifest.image_size
+        try:
+            old = self.bitmap_path.read_bytes()
+        except FileNotFoundError:
+            old = b""
+        resumable = (
+            len(old) == len(self._header) + len(self._have)
+            and old.startswith(self._header)
+            and os.fstat(self._fd).st_size == size
+        )
+        if resumable:
+            self._have[:] = old[len(self._header) :]
+        else:
+            os.ftruncate(self._fd, 0)
+            try:
+                os.posix_fallocate(self._fd, 0, size)
+            except OSError:  # a file system without fallocate: a sparse file still works
+                os.ftruncate(self._fd, size)
+        self._bitmap_fd = os.open(self.bitmap_path, os.O_RDWR | os.O_CREAT, 0o644)
+        os.ftruncate(self._bitmap_fd, 0)
+        os.pwrite(self._bitmap_fd, self._header + self._have, 0)
+        self._flush(self._bitmap_fd)
+
+    @property
+    def have(self) -> bytes:
+        """The resume bitmap to hand to the receiver machine."""
+        return bytes(self._have)
+
+    def write_chunk(self, index: int, data: bytes) -> None:
+        m = self.manifest
+        if not 0 <= index < m.chunk_count or len(data) != m.chunk_length(index):
+            raise LocalProtocolError(f"chunk {index} of {len(data)} bytes does not fit")
+        try:
+            os.pwrite(self._fd, data, index * m.chunk_size)
+            self._flush(self._fd)  # data first, then the bit that says it is there
+            self._have[index >> 3] |= 0x80 >> (index & 7)
+            byte = index >> 3
+            os.pwrite(self._bitmap_fd, self._have[byte : byte + 1], len(self._header) + byte)
+            self._flush(self._bitmap_fd)
+        except OSError as exc:
+            raise OutputError(f"{self.target}: cannot write chunk {index}: {exc}") from None
+
+    def verify_whole(self) -> None:
+        """Read the file back and check its SHA-256; on success the bitmap is removed."""
+        digest = hashlib.sha256()
+        try:
+            offset = 0
+            while offset < self.manifest.image_size:
+                block = os.pread(self._fd, min(_READ, self.manifest.image_size - offset), offset)
+                if not block:
+                    break
+                digest.update(block)
+                offset += len(block)
+        except OSError as exc:
+            raise OutputError(f"{self.target}: cannot read back: {exc}") from None
+        # either way the bitmap is of no further use: a mismatch must not be resumed
+        self.bitmap_path.unlink(missing_ok=True)
+        if digest.digest() != self.manifest.image_sha256:
+            raise ImageMismatch(
+                f"{self.target}: every chunk verified but the file's SHA-256 differs "
+                "(disk or memory fault?); run again to fetch it from scratch"
+            )
+
+    def close(self) -> None:
+        for fd in (self._fd, self._bitmap_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def _flush(self, fd: int) -> None:
+        if self.sync:
+            os.fdatasync(fd)
