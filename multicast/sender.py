@@ -45,6 +45,7 @@ from multicast.events import (
     SessionFinished,
     SessionStarted,
 )
+from wds.config import MulticastConfig, SessionConfig
 
 Event = (
     Ignored
@@ -103,6 +104,29 @@ class SenderSettings:
     max_repair_blocks: int = 65536
     linger: float = 2.0
     finish_announcements: int = 3
+
+
+def sender_settings(
+    multicast: MulticastConfig, session: SessionConfig, *, start_at: float | None = None
+) -> SenderSettings:
+    """Settings for one ``[[session]]``; ``start_at`` already on the adapter's clock."""
+    mbps = session.rate_mbps or multicast.max_rate_mbps
+    max_rate = mbps * 1e6 / 8
+    min_goodput = session.min_goodput_mbps * 1e6 / 8
+    if session.slow_client == "wait":
+        min_rate = min(max_rate, 125_000.0)
+    else:  # PROTOCOL.md 6: the floor where a slow receiver is still detectable
+        min_rate = min(max_rate, max(125_000.0, 2 * min_goodput))
+    return SenderSettings(
+        max_rate=max_rate,
+        min_rate=min_rate,
+        mode=session.mode,
+        start_at=start_at,
+        min_clients=session.min_clients,
+        max_wait=session.max_wait,
+        slow_client=session.slow_client,
+        min_goodput=min_goodput,
+    )
 
 
 class _Peer:

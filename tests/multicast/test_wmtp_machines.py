@@ -238,3 +238,35 @@ def test_receiver_fails_when_the_sender_goes_silent() -> None:
     lan.sender._finish_announcements_left = 0
     lan.run(until=10.0)
     assert client.failed is not None and "no datagram" in client.failed
+
+
+def test_sender_settings_from_config() -> None:
+    from multicast.sender import sender_settings
+    from wds.config import MulticastConfig, SessionConfig
+
+    s = sender_settings(
+        MulticastConfig(max_rate_mbps=400.0),
+        SessionConfig(name="s", mode="scheduled", min_clients=4, min_goodput_mbps=20.0),
+        start_at=12.5,
+    )
+    assert s.max_rate == 50e6 and s.min_goodput == 2.5e6 and s.min_rate == 5e6
+    assert (s.mode, s.min_clients, s.start_at) == ("scheduled", 4, 12.5)
+    w = sender_settings(MulticastConfig(), SessionConfig(rate_mbps=8.0, slow_client="wait"))
+    assert w.max_rate == 1e6 and w.min_rate == 125_000.0
+
+
+def test_carousel_wraps_to_the_next_needed_chunk() -> None:
+    lan = Lan(IMAGE)  # 6 chunks
+    sender = lan.sender
+    assert sender._needed_after(-1) is None  # nobody joined: nothing needed
+    client = lan.add_client(have=bytes([0b10110100]))  # has 0, 2, 3 and 5
+    lan.run(until=0.0001)
+    needs = [i for i in range(6) if not client.machine.has_chunk(i)]
+    assert needs == [1, 4]
+    lan.sender._union = None
+    peer = next(iter(sender._peers.values()))
+    peer.need = bytearray([0b01001000])
+    assert sender._needed_after(-1) == 1
+    assert sender._needed_after(1) == 4
+    assert sender._needed_after(4) == 1  # wraps
+    assert sender._needed_after(5) == 1
