@@ -234,3 +234,14 @@ def test_corrupt_split_part_names_the_part(fixtures: Fixtures, tmp_path: Path) -
     assert report.bad_part == str(tmp_path / "set2.swm")
     proc = wds("image", "verify", tmp_path / "set.swm")
     assert proc.returncode == 1 and "set2.swm" in proc.stdout
+
+
+def test_flipped_byte_in_pipable_wim_names_its_chunk(fixtures: Fixtures, tmp_path: Path) -> None:
+    wim = _copy(fixtures.wims["pipable"], tmp_path)
+    flip_byte(wim, HEADER_SIZE + 4000)
+    report = verify_wim(wim)
+    assert not report.intact and report.bad_chunk == 0
+    end = parse_header(wim.read_bytes()[-HEADER_SIZE:]).blob_table.end
+    assert report.bad_range == (HEADER_SIZE, end)
+    proc = wds("image", "verify", wim)
+    assert proc.returncode == 1 and "chunk 0 of 1" in proc.stdout
