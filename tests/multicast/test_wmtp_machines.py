@@ -270,3 +270,29 @@ def test_carousel_wraps_to_the_next_needed_chunk() -> None:
     assert sender._needed_after(1) == 4
     assert sender._needed_after(4) == 1  # wraps
     assert sender._needed_after(5) == 1
+
+
+def test_duplicated_and_reordered_datagrams_end_byte_exact() -> None:
+    lan = Lan(IMAGE)
+    held: dict[int, bytes] = {}
+    swap_rng = random.Random(11)
+
+    def dup_and_swap(c: object, data: bytes) -> list[bytes]:
+        i = lan.clients.index(c)  # type: ignore[arg-type]
+        if i == 0:
+            return [data, data]  # every datagram twice
+        if data[3] != DatagramType.DATA:
+            return [data]
+        if i in held:
+            return [data, held.pop(i)]  # this one overtakes the one held back
+        if swap_rng.random() < 0.3:
+            held[i] = data
+            return []
+        return [data]
+
+    lan.hooks.append(dup_and_swap)
+    lan.add_client()
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert all(c.machine.rejected_chunks == 0 for c in lan.clients)
