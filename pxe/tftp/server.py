@@ -1,0 +1,477 @@
+"""The asyncio adapter: sockets in, machines fed, datagrams out, one timer per transfer.
+
+No protocol decisions here (those are in :mod:`pxe.tftp.requests` and :mod:`pxe.tftp.machine`).
+Sockets are raw non-blocking sockets watched with ``loop.add_reader``: cheaper per datagram than a
+DatagramProtocol transport, and the send path is a bare ``sendto`` of header + mapped slice.
+
+* The listening socket has IP_PKTINFO: each request tells which local address and interface it came
+  to. The transfer's socket is bound to that address on a new ephemeral port (RFC 1350 TID), so
+  replies come from the address the client talked to, and blksize is clamped to that
+  interface's MTU.
+* Timers are lazy: each transfer has at most one pending ``call_at``; an ACK that moves the deadline
+  later does not touch it, the timer re-arms itself when it fires early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+
+from pxe.tftp.admission import AdmissionControl, Admitted, AlreadyWaiting, Queued, Refused
+from pxe.tftp.codec import ErrorCode, TftpReadRequest, build_error
+from pxe.tftp.files import FileSource, RootFileSource, ServedFile, SharedFileCache
+from pxe.tftp.machine import Outcome, ReadTransfer, TransferSettings
+from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, MtuCache, parse_pktinfo
+from pxe.tftp.options import OptionLimits, format_options
+from pxe.tftp.requests import (
+    Accept,
+    Drop,
+    PreparedTransfer,
+    Reject,
+    classify_request,
+    prepare_transfer,
+)
+from wds.config import TftpConfig
+
+log = logging.getLogger(__name__)
+
+#: datagrams read per socket wakeup before other sockets get their turn
+READ_BUDGET = 64
+#: largest datagram read on the listening port (a request is at most 1024 bytes, see codec)
+MAX_LISTEN_DATAGRAM = 2048
+#: a transfer socket only ever needs ACK and ERROR packets; longer datagrams are read truncated
+MAX_TRANSFER_DATAGRAM = 1024
+#: clients whose last effective window is remembered for their next transfer
+HISTORY_SIZE = 4096
+SEND_BUFFER = 4 * 1024 * 1024
+
+
+@dataclass
+class _Pending:
+    request: TftpReadRequest
+    client: tuple[str, int]
+    local: str
+    ifindex: int
+
+
+@dataclass
+class _Session:
+    prepared: PreparedTransfer
+    client: tuple[str, int]
+    sock: socket.socket
+    timer: asyncio.TimerHandle | None = None
+    deadline: float = 0.0
+    send_failures: int = 0
+
+    @property
+    def machine(self) -> ReadTransfer:
+        return self.prepared.transfer
+
+
+class TftpServer:
+    """A TFTP read-only server. ``await start()`` binds and returns (address, port)."""
+
+    def __init__(self, config: TftpConfig, *, source: FileSource | None = None) -> None:
+        self.config = config
+        self.cache = SharedFileCache()
+        self.source: FileSource = source or RootFileSource(
+            Path(config.root), case_insensitive=config.case_insensitive, cache=self.cache
+        )
+        self.admission: AdmissionControl[_Pending] = AdmissionControl(
+            max_total=config.max_transfers,
+            max_per_client=config.max_transfers_per_client,
+            max_queued=config.max_queued,
+            max_wait=config.max_queue_wait,
+        )
+        self._sessions: dict[tuple[str, int], _Session] = {}
+        self._history: OrderedDict[str, float] = OrderedDict()
+        self._mtus = MtuCache()
+        self._sock: socket.socket | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._expiry_timer: asyncio.TimerHandle | None = None
+        self.address: tuple[str, int] = ("", 0)
+        self.completed = 0
+        self.failed = 0
+
+    # ----------------------------------------------------------------------------------------
+    # Life cycle
+
+    async def start(self) -> tuple[str, int]:
+        self._loop = asyncio.get_running_loop()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
+            sock.bind((self.config.address or "0.0.0.0", self.config.port))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        self._sock = sock
+        self.address = sock.getsockname()
+        self._loop.add_reader(sock.fileno(), self._on_listen_readable)
+        log.info("TFTP serving %s on %s:%d", self.config.root, *self.address)
+        return self.address
+
+    async def stop(self) -> None:
+        if self._sock is not None and self._loop is not None:
+            self._loop.remove_reader(self._sock.fileno())
+            self._sock.close()
+            self._sock = None
+        for session in list(self._sessions.values()):
+            self._close_session(session, "server stopping")
+        self.admission.expire(float("inf"))
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+
+    @property
+    def active_transfers(self) -> int:
+        return len(self._sessions)
+
+    @property
+    def queued_requests(self) -> int:
+        return self.admission.queued
+
+    # ----------------------------------------------------------------------------------------
+    # Listening port
+
+    def _on_listen_readable(self) -> None:
+        sock = self._sock
+        if sock is None:
+            return
+        for _ in range(READ_BUDGET):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(MAX_LISTEN_DATAGRAM, PKTINFO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:
+                log.debug("listening socket: %s", exc)
+                return
+            info = parse_pktinfo(ancdata)
+            ifindex, local = info if info is not None else (0, self.address[0])
+            self._on_request(data, (addr[0], addr[1]), local, ifindex)
+
+    def _on_request(self, data: bytes, client: tuple[str, int], local: str, ifindex: int) -> None:
+        decision = classify_request(data)
+        if isinstance(decision, Drop):
+            log.debug("%s:%d ignored on port %d: %s", *client, self.address[1], decision.reason)
+            return
+        if isinstance(decision, Reject):
+            log.info("%s:%d %s", *client, decision.reason)
+            self._send_from(local, decision.datagram, client)
+            return
+        if client in self._sessions:
+            log.debug("%s:%d repeated its request; the transfer is running", *client)
+            return
+        assert isinstance(decision, Accept)
+        pending = _Pending(decision.request, client, local, ifindex)
+        now = self._now()
+        verdict = self.admission.request(client[0], client, pending, now)
+        if isinstance(verdict, Admitted):
+            self._begin(pending)
+        elif isinstance(verdict, Queued):
+            log.info(
+                "%s:%d request for %r waits (%d ahead)",
+                *client,
+                pending.request.filename,
+                verdict.position,
+            )
+            self._arm_expiry()
+        elif isinstance(verdict, Refused):
+            log.info(
+                "%s:%d request for %r refused: %s",
+                *client,
+                pending.request.filename,
+                verdict.message,
+            )
+            self._send_from(local, build_error(ErrorCode.NOT_DEFINED, verdict.message), client)
+        elif isinstance(verdict, AlreadyWaiting):
+            log.debug("%s:%d repeated its queued request", *client)
+
+    def _send_from(self, local: str, datagram: bytes, client: tuple[str, int]) -> None:
+        """Send an error from a fresh socket on ``local`` (never from port 69: RFC 1350 TID)."""
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                with contextlib.suppress(OSError):
+                    s.bind((local, 0))
+                s.setblocking(False)
+                s.sendto(datagram, client)
+        except OSError as exc:
+            log.debug("%s:%d cannot send error: %s", *client, exc)
+
+    # ----------------------------------------------------------------------------------------
+    # Transfers
+
+    def _begin(self, pending: _Pending) -> None:
+        client = pending.client
+        config = self.config
+        mtu = self._mtus.get(pending.ifindex) if pending.ifindex else None
+        limits = OptionLimits(config.max_blksize, config.max_windowsize, mtu)
+        settings = TransferSettings(
+            timeout=config.timeout,
+            min_timeout=config.min_timeout,
+            max_retries=config.max_retries,
+            adaptive=config.adaptive,
+            initial_window=self._history.get(client[0]),
+        )
+        prepared = prepare_transfer(
+            pending.request,
+            client,
+            source=self.source,
+            cache=self.cache,
+            limits=limits,
+            settings=settings,
+        )
+        if isinstance(prepared, Reject):
+            log.info("%s:%d %s", *client, prepared.reason)
+            self._send_from(pending.local, prepared.datagram, client)
+            self._release_slot(client[0])
+            return
+        try:
+            sock = self._transfer_socket(pending.local)
+        except OSError as exc:
+            log.warning("%s:%d cannot open a transfer socket: %s", *client, exc)
+            prepared.served.close()
+            self._release_slot(client[0])
+            return
+        session = _Session(prepared, client, sock)
+        self._sessions[client] = session
+        loop = self._loop
+        assert loop is not None
+        loop.add_reader(sock.fileno(), self._on_readable, session)
+        log.debug(
+            "%s:%d RRQ %r mode %s options %s (granted %s, mtu %s) from %s:%d",
+            *client,
+            pending.request.filename,
+            prepared.mode,
+            format_options(pending.request.options),
+            format_options(prepared.transfer.negotiated.oack),
+            mtu,
+            *sock.getsockname(),
+        )
+        session.machine.start(self._now())
+        self._flush(session)
+
+    def _transfer_socket(self, local: str) -> socket.socket:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            try:
+                sock.bind((local, 0))
+            except OSError:  # the address went away since the request: any address will do
+                sock.bind((self.address[0], 0))
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _on_readable(self, session: _Session) -> None:
+        sock = session.sock
+        machine = session.machine
+        now = self._now()
+        debug = log.isEnabledFor(logging.DEBUG)
+        for _ in range(READ_BUDGET):
+            try:
+                data, addr = sock.recvfrom(MAX_TRANSFER_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:  # e.g. an ICMP error reported on the socket
+                if debug:
+                    log.debug("%s:%d transfer socket: %s", *session.client, exc)
+                break
+            reason = machine.receive(data, addr, now)
+            if reason is not None and debug:
+                log.debug("%s:%d ignored: %s", *session.client, reason)
+            if machine.finished:
+                break
+        self._flush(session)
+
+    def _flush(self, session: _Session) -> None:
+        machine = session.machine
+        out = machine.datagrams_to_send()
+        if out:
+            sendto = session.sock.sendto
+            client = session.client
+            try:
+                for datagram in out:
+                    sendto(datagram, client)
+            except (BlockingIOError, InterruptedError):
+                # the socket buffer is full: the rest counts as lost, the timer resends it
+                session.send_failures += 1
+            except OSError as exc:
+                session.send_failures += 1
+                log.debug("%s:%d send failed: %s", *client, exc)
+        strangers = machine.stranger_replies()
+        for datagram, addr in strangers:
+            with contextlib.suppress(OSError):
+                session.sock.sendto(datagram, addr)
+        if machine.finished:
+            self._end(session)
+            return
+        deadline = machine.next_timer()
+        if deadline is None:
+            return
+        if session.timer is None or deadline < session.deadline:
+            if session.timer is not None:
+                session.timer.cancel()
+            loop = self._loop
+            assert loop is not None
+            session.deadline = deadline
+            session.timer = loop.call_at(deadline, self._on_timer, session)
+
+    def _on_timer(self, session: _Session) -> None:
+        session.timer = None
+        machine = session.machine
+        deadline = machine.next_timer()
+        if deadline is None:
+            return
+        # asyncio fires up to one clock resolution early: the deadline counts as reached
+        now = max(self._now(), session.deadline)
+        if now >= deadline:
+            machine.handle_timer(now)
+        self._flush(session)
+
+    def _end(self, session: _Session) -> None:
+        machine = session.machine
+        client = session.client
+        served = session.prepared.served
+        elapsed = max(machine.finished_at - machine.started_at, 1e-6)
+        stats = machine.stats
+        options = format_options(machine.negotiated.oack)
+        if machine.outcome is Outcome.COMPLETED:
+            self.completed += 1
+            log.info(
+                "%s:%d fetched %s (%d bytes, %s, options %s) in %.3f s, %.2f MiB/s, "
+                "%d datagrams, %d retransmitted, %d timeouts, rtt %s, window min %.1f",
+                *client,
+                served.name,
+                machine.size,
+                session.prepared.mode,
+                options,
+                elapsed,
+                machine.size / elapsed / 1048576,
+                stats.datagrams_sent,
+                stats.retransmitted,
+                stats.timeouts,
+                _ms(machine.srtt),
+                stats.min_window,
+            )
+        elif machine.outcome is Outcome.DECLINED:
+            log.debug(
+                "%s:%d declined the options %s for %s (%s); it may ask again",
+                *client,
+                options,
+                served.name,
+                machine.message,
+            )
+        else:
+            self.failed += 1
+            log.warning(
+                "%s:%d transfer of %s %s after %d of %d bytes: %s (%d retransmitted)",
+                *client,
+                served.name,
+                machine.outcome.value if machine.outcome else "ended",
+                min(machine.acked * machine.blksize, machine.size),
+                machine.size,
+                machine.message,
+                stats.retransmitted,
+            )
+        self._remember_window(client[0], machine)
+        self._close_session(session, None)
+
+    def _remember_window(self, client: str, machine: ReadTransfer) -> None:
+        if machine.cwnd < machine.windowsize:
+            self._history[client] = machine.cwnd
+            self._history.move_to_end(client)
+            while len(self._history) > HISTORY_SIZE:
+                self._history.popitem(last=False)
+        else:
+            self._history.pop(client, None)
+
+    def _close_session(self, session: _Session, why: str | None) -> None:
+        if why is not None:
+            log.info(
+                "%s:%d transfer of %s stopped: %s",
+                *session.client,
+                session.prepared.served.name,
+                why,
+            )
+        if self._sessions.get(session.client) is session:
+            del self._sessions[session.client]
+        if session.timer is not None:
+            session.timer.cancel()
+            session.timer = None
+        if self._loop is not None:
+            self._loop.remove_reader(session.sock.fileno())
+        session.sock.close()
+        session.prepared.served.close()
+        self._release_slot(session.client[0])
+
+    def _release_slot(self, client: str) -> None:
+        self.admission.release(client)
+        if self._sock is None:
+            return
+        for _ip, pending in self.admission.next_ready(self._now()):
+            self._begin(pending)
+
+    def _arm_expiry(self) -> None:
+        when = self.admission.next_expiry()
+        if when is None or self._loop is None:
+            return
+        if self._expiry_timer is not None:
+            self._expiry_timer.cancel()
+        self._expiry_timer = self._loop.call_at(when, self._on_expiry)
+
+    def _on_expiry(self) -> None:
+        self._expiry_timer = None
+        for pending in self.admission.expire(self._now() + 1e-3):
+            message = "server busy: waited too long for a free transfer slot; retry later"
+            log.info(
+                "%s:%d request for %r dropped from the queue",
+                *pending.client,
+                pending.request.filename,
+            )
+            self._send_from(
+                pending.local, build_error(ErrorCode.NOT_DEFINED, message), pending.client
+            )
+        self._arm_expiry()
+
+    def _now(self) -> float:
+        loop = self._loop
+        assert loop is not None
+        return loop.time()
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.1f} ms"
+
+
+async def run_tftp_server(
+    config: TftpConfig,
+    *,
+    source: FileSource | None = None,
+    ready: asyncio.Future[tuple[str, int]] | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Serve until ``stop`` is set (or the task is cancelled); ``ready`` gets the bound address."""
+    server = TftpServer(config, source=source)
+    address = await server.start()
+    if ready is not None and not ready.done():
+        ready.set_result(address)
+    try:
+        if stop is None:
+            await asyncio.Event().wait()
+        else:
+            await stop.wait()
+    finally:
+        await server.stop()
+
+
+__all__ = ["ServedFile", "TftpServer", "run_tftp_server"]
