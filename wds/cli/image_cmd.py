@@ -12,6 +12,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from wds.errors import WdsError
+
 if TYPE_CHECKING:
     from rich.console import Console
 
@@ -167,12 +169,12 @@ def run_info(args: argparse.Namespace) -> int:
 
 
 def _verify_with_progress(path: Path) -> VerifyReport:
-    from wds.wim import verify_wim
+    from wds.wim import find_split_set, verify_wim
 
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = 0
+    try:  # a split set is as large as all its parts
+        size = sum(part.stat().st_size for part in find_split_set(path))
+    except (OSError, WdsError):
+        size = 0  # verify_wim reports the problem
     if not sys.stderr.isatty() or size < PROGRESS_MIN_BYTES:
         return verify_wim(path)
     from rich.progress import BarColumn, DownloadColumn, Progress, TransferSpeedColumn
