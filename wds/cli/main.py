@@ -29,6 +29,7 @@ COMMAND_MODULES = (
     "wds.cli.config_cmd",
     "wds.cli.image_cmd",
     "wds.cli.tftp_cmd",
+    "wds.cli.serve_cmd",
 )
 
 
