@@ -33,7 +33,7 @@ DENTRY_FIXED_SIZE: Final = 102
 STREAM_ENTRY_FIXED_SIZE: Final = 38
 
 WIM_MAGIC: Final = b"MSWIM\x00\x00\x00"
-#: wimlib's pipable WIM ("WLPWM" reversed-ish; see wimlib's docs on --pipable)
+#: magic of wimlib's pipable WIM format (wimcapture --pipable), which Microsoft tools cannot read
 PWM_MAGIC: Final = b"WLPWM\x00\x00\x00"
 #: magic of the 40-byte header before every blob in a pipable WIM
 PWM_BLOB_MAGIC: Final = 0x2B9B9BA2443DB9D8
