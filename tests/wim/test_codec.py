@@ -188,3 +188,21 @@ def test_fuzz_mutated_wim_files_give_only_wim_format_error(
         path.write_bytes(mutated)
         _only_format_errors(read_wim_info, path)
         _only_format_errors(verify_wim, path)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_fuzz_mutated_real_metadata_gives_only_wim_format_error(
+    fixtures: Fixtures, data: st.DataObject
+) -> None:
+    """A real (uncompressed) metadata resource with bytes changed or cut: parse_metadata returns
+    entries or raises WimFormatError."""
+    raw = fixtures.wims["none"].read_bytes()
+    h = codec.parse_header(raw[: codec.HEADER_SIZE])
+    table = raw[h.blob_table.offset : h.blob_table.end]
+    entry = next(
+        e for e in codec.parse_blob_table(table, max_entries=100) if e.resource.is_metadata
+    )
+    meta = raw[entry.resource.offset : entry.resource.end]
+    assert parse_metadata(meta)[0].path == "/"
+    _only_format_errors(parse_metadata, _mutate(meta, data, 0, len(meta)))

@@ -86,6 +86,9 @@ def parse_metadata(data: bytes) -> list[DirEntry]:
             raise WimFormatError(f"metadata: directory list at {offset} loops or nests too deep")
         seen.add(offset)
         children = _read_children(data, offset)
+        # every real entry owns >= 102 bytes; more entries than that means lists overlap
+        if len(entries) + len(children) > len(data) // codec.DENTRY_FIXED_SIZE:
+            raise WimFormatError("metadata: more entries than the resource can hold")
         pending = []
         for d, name, _where in children:
             path = f"{prefix}/{name}"
