@@ -1,0 +1,271 @@
+"""asyncio adapters for the WMTP machines: read sockets, feed the machine, send, arm one timer.
+
+No protocol decisions here (docs/PROTOCOL.md sections 6-7 live in sender.py / receiver.py). The
+clock is ``loop.time()``: create the machines with ``now=loop.time()``.
+
+Sockets: the sender has one UDP socket bound to ``(interface, 0)`` with ``IP_MULTICAST_IF`` set,
+sending to the group and receiving receivers' unicast feedback. A receiver has two: one bound to
+``(group, port)`` that joined the group on ``interface`` (binding the group address keeps other
+groups on the same port out), and one unicast socket bound to ``(interface, 0)`` for its feedback
+and the sender's REDIRECT -- so every receiver has its own feedback address even when several
+run on one host.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+import struct
+from collections.abc import Callable, Sequence
+
+from multicast.codec import SenderState
+from multicast.events import (
+    Address,
+    ChunkRejected,
+    Ignored,
+    SwitchToUnicast,
+    TransferComplete,
+    TransferFailed,
+    WriteChunk,
+)
+from multicast.output import ImageMismatch, ImageOutput
+from multicast.receiver import Receiver, ReceiverState
+from multicast.sender import Event as SenderEvent
+from multicast.sender import Sender
+
+log = logging.getLogger(__name__)
+
+SOCKET_BUFFER = 4 * 1024 * 1024
+SEND_BUDGET = 64
+
+
+def open_sender_socket(interface: str, ttl: int = 1, *, loopback: bool = True) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_IF, socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loopback else 0)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        sock.bind((interface, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_group_socket(group: str, port: int, interface: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
+        sock.bind((group, port))
+        mreq = struct.pack("4s4s", socket.inet_aton(group), socket.inet_aton(interface))
+        sock.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def open_feedback_socket(interface: str) -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.bind((interface, 0))
+        sock.setblocking(False)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    def __init__(self, on_datagram: Callable[[bytes, Address], None]) -> None:
+        self._on_datagram = on_datagram
+        #: asyncio's write buffer is above its high-water mark (64 KiB): the kernel is behind
+        self.paused = False
+
+    def pause_writing(self) -> None:
+        self.paused = True
+
+    def resume_writing(self) -> None:
+        self.paused = False
+
+    def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
+        self._on_datagram(data, (str(addr[0]), int(addr[1])))
+
+    def error_received(self, exc: Exception) -> None:
+        log.debug("socket error: %s", exc)
+
+
+class SenderService:
+    """Runs one :class:`Sender` until it has finished (or ``run``'s timeout)."""
+
+    def __init__(
+        self,
+        sender: Sender,
+        sock: socket.socket,
+        group: Address,
+        *,
+        on_event: Callable[[SenderEvent], None] | None = None,
+    ) -> None:
+        self.sender = sender
+        self._sock = sock
+        self._group = group
+        self._on_event = on_event
+        self._transport: asyncio.DatagramTransport | None = None
+        self._protocol = _Datagrams(self._on_datagram)
+        self._timer: asyncio.TimerHandle | None = None
+        self._done: asyncio.Future[None] | None = None
+
+    async def run(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        self._done = loop.create_future()
+        transport, _ = await loop.create_datagram_endpoint(lambda: self._protocol, sock=self._sock)
+        self._transport = transport
+        try:
+            self._step()
+            await asyncio.wait_for(asyncio.shield(self._done), timeout)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            transport.close()
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        self._events(self.sender.receive(data, addr, now))
+        self._step()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        now = asyncio.get_running_loop().time()
+        self._events(self.sender.handle_timer(now))
+        self._step()
+
+    def _step(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._transport is not None
+        now = loop.time()
+        budget = SEND_BUDGET
+        if self._protocol.paused:
+            budget = 0  # the kernel is behind: let it drain (bounded user-space queue)
+        for out in self.sender.datagrams_to_send(now, budget) if budget else []:
+            self._transport.sendto(out.data, out.to or self._group)
+        when = self.sender.next_timer()
+        if budget == 0:
+            when = now + 0.001
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if when is None:
+            if self.sender.state is SenderState.FINISHED and self._done and not self._done.done():
+                self._done.set_result(None)
+            return
+        self._timer = loop.call_at(when, self._on_timer)
+
+    def _events(self, events: list[SenderEvent]) -> None:
+        for e in events:
+            if isinstance(e, Ignored):
+                log.debug("ignored: %s", e.reason)
+            else:
+                log.info("%s", e)
+            if self._on_event is not None:
+                self._on_event(e)
+
+
+class ReceiverService:
+    """Runs one :class:`Receiver` into an :class:`ImageOutput`; ``run`` returns an exit code.
+
+    Exit codes as in PROTOCOL.md section 8: 0 complete and verified, 1 failed (resumable),
+    4 whole-file SHA-256 mismatch. The HTTP top-up after a REDIRECT is not built yet: a
+    redirected receiver ends with 1 (and resumes multicast or unicast on its next run).
+    """
+
+    def __init__(
+        self,
+        receiver: Receiver,
+        output: ImageOutput,
+        group_sock: socket.socket,
+        feedback_sock: socket.socket,
+    ) -> None:
+        self.receiver = receiver
+        self.output = output
+        self._group_sock = group_sock
+        self._feedback_sock = feedback_sock
+        self._feedback: asyncio.DatagramTransport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._ended: asyncio.Future[int] | None = None
+        self.failure: str | None = None
+
+    async def run(self, timeout: float) -> int:
+        loop = asyncio.get_running_loop()
+        self._ended = loop.create_future()
+        group, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self._on_datagram), sock=self._group_sock
+        )
+        feedback, _ = await loop.create_datagram_endpoint(
+            lambda: _Datagrams(self._on_datagram), sock=self._feedback_sock
+        )
+        self._feedback = feedback
+        try:
+            self._step()
+            code = await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        finally:
+            if self._timer is not None:
+                self._timer.cancel()
+            group.close()
+            feedback.close()
+        if code == 0:
+            try:
+                await asyncio.to_thread(self.output.verify_whole)
+            except ImageMismatch as exc:
+                self.failure = str(exc)
+                return exc.exit_code
+        return code
+
+    def _on_datagram(self, data: bytes, addr: Address) -> None:
+        now = asyncio.get_running_loop().time()
+        self._events(self.receiver.receive(data, addr, now))
+        self._step()
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        self._events(self.receiver.handle_timer(asyncio.get_running_loop().time()))
+        self._step()
+
+    def _step(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self._feedback is not None
+        for data, to in self.receiver.datagrams_to_send(loop.time()):
+            self._feedback.sendto(data, to)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        when = self.receiver.next_timer()
+        if when is not None:
+            self._timer = loop.call_at(when, self._on_timer)
+            return
+        if self._ended is not None and not self._ended.done():
+            complete = self.receiver.state is ReceiverState.DONE
+            self._ended.set_result(0 if complete else 1)
+
+    def _events(self, events: Sequence[object]) -> None:
+        for e in events:
+            if isinstance(e, WriteChunk):
+                self.output.write_chunk(e.index, e.data)
+            elif isinstance(e, Ignored):
+                log.debug("ignored: %s", e.reason)
+            elif isinstance(e, ChunkRejected):
+                log.warning("chunk %d failed its SHA-256; re-requested", e.index)
+            elif isinstance(e, TransferFailed):
+                self.failure = e.reason
+                log.warning("transfer failed: %s", e.reason)
+            elif isinstance(e, SwitchToUnicast):
+                self.failure = "redirected to unicast, which is not built yet"
+                log.warning("%s", self.failure)
+                if self._ended is not None and not self._ended.done():
+                    self._ended.set_result(1)
+            elif isinstance(e, TransferComplete):
+                log.info("every chunk verified")
