@@ -245,3 +245,15 @@ def test_flipped_byte_in_pipable_wim_names_its_chunk(fixtures: Fixtures, tmp_pat
     assert report.bad_range == (HEADER_SIZE, end)
     proc = wds("image", "verify", wim)
     assert proc.returncode == 1 and "chunk 0 of 1" in proc.stdout
+
+
+def test_split_set_without_integrity_checks_every_part(fixtures: Fixtures, tmp_path: Path) -> None:
+    from wim.conftest import wimlib
+
+    wimlib("split", fixtures.wims["xpress"], tmp_path / "x.swm", "0.2")
+    parts = find_split_set(tmp_path / "x.swm")
+    assert len(parts) >= 2
+    report = verify_wim(parts[0])
+    assert report.intact and not report.integrity_checked
+    assert any("checked by wimlib" in line for line in report.checked)
+    assert all(any(p.name in line for line in report.checked) for p in parts)
