@@ -46,6 +46,7 @@ from multicast.events import (
     SessionStarted,
 )
 from wds.config import MulticastConfig, SessionConfig
+from wds.errors import LocalProtocolError
 
 Event = (
     Ignored
@@ -104,6 +105,12 @@ class SenderSettings:
     max_repair_blocks: int = 65536
     linger: float = 2.0
     finish_announcements: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 < self.min_rate <= self.max_rate:
+            raise LocalProtocolError(f"need 0 < min_rate <= max_rate, got {self}")
+        if self.max_receivers < 1 or self.max_repair_blocks < 1 or self.slow_window <= 0:
+            raise LocalProtocolError(f"bounds must be positive, got {self}")
 
 
 def sender_settings(
@@ -446,15 +453,14 @@ class Sender:
 
     def _slow_check(self, now: float) -> None:
         s = self.settings
-        if s.slow_client == "wait":
-            return
         window = s.slow_window
         for peer in list(self._peers.values()):
+            # prune first, whatever the policy: these histories are bounded by the window
             while len(peer.progress) > 1 and peer.progress[1][0] <= now - window:
                 peer.progress.popleft()
             while peer.offered and peer.offered[0][0] < now - window:
                 peer.offered.popleft()
-            if now - peer.joined_at < window:
+            if s.slow_client == "wait" or now - peer.joined_at < window:
                 continue
             offered = sum(n for _, n in peer.offered)
             goodput = (peer.progress[-1][1] - peer.progress[0][1]) * self.manifest.chunk_size

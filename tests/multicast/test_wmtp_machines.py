@@ -296,3 +296,35 @@ def test_duplicated_and_reordered_datagrams_end_byte_exact() -> None:
     lan.run(until=30.0, stop=lan.all_done)
     lan.assert_byte_exact()
     assert all(c.machine.rejected_chunks == 0 for c in lan.clients)
+
+
+def test_tail_loss_is_recovered_by_the_carousel() -> None:
+    # the very last block of the image is lost once: no later DATA reveals the gap, so no NAK;
+    # the receiver's need bitmap brings the chunk round again
+    last_block = Lan(IMAGE).manifest.blocks_in_chunk(5) - 1
+    dropped: list[int] = []
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        where = (int.from_bytes(data[16:20]), int.from_bytes(data[20:22]))
+        if data[3] == DatagramType.DATA and not dropped and where == (5, last_block):
+            dropped.append(1)
+            return True
+        return False
+
+    lan = Lan(IMAGE, loss=loss)
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert dropped and lan.clients[0].naks == 0
+    assert lan.sender.data_sent > sum(lan.manifest.blocks_in_chunk(i) for i in range(6))
+
+
+def test_sender_settings_bounds() -> None:
+    import pytest
+
+    from wds.errors import LocalProtocolError
+
+    with pytest.raises(LocalProtocolError):
+        SenderSettings(max_rate=1e6, min_rate=2e6)
+    with pytest.raises(LocalProtocolError):
+        SenderSettings(max_rate=1e6, max_receivers=0)
