@@ -299,8 +299,8 @@ def test_duplicated_and_reordered_datagrams_end_byte_exact() -> None:
 
 
 def test_tail_loss_is_recovered_by_the_carousel() -> None:
-    # the very last block of the image is lost once: no later DATA reveals the gap, so no NAK;
-    # the receiver's need bitmap brings the chunk round again
+    # the very last block of the image is lost once: no later DATA in this round reveals the gap;
+    # the next carousel round (the need bitmap still has chunk 5) does, or brings the block itself
     last_block = Lan(IMAGE).manifest.blocks_in_chunk(5) - 1
     dropped: list[int] = []
 
@@ -315,7 +315,7 @@ def test_tail_loss_is_recovered_by_the_carousel() -> None:
     lan.add_client()
     lan.run(until=30.0, stop=lan.all_done)
     lan.assert_byte_exact()
-    assert dropped and lan.clients[0].naks == 0
+    assert dropped
     assert lan.sender.data_sent > sum(lan.manifest.blocks_in_chunk(i) for i in range(6))
 
 
