@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
-import shutil
 import signal
 import socket
 import struct
@@ -30,12 +29,13 @@ STARTUP_RE = r"wds tftp: serving .* on (?P<host>[0-9.]+):(?P<port>\d+)\s*$"
 
 
 def wds_command() -> list[str]:
-    """How to run wds: ``$WDS_BIN`` (split like a shell) or the ``wds`` console script."""
+    """How to run wds: ``$WDS_BIN`` (split like a shell), else the ``wds`` script installed beside
+    this interpreter (a venv need not be on PATH), else ``python -m wds.cli.main``."""
     if override := os.environ.get("WDS_BIN"):
         return shlex.split(override)
-    path = shutil.which("wds")
-    if path is not None:
-        return [path]
+    beside = Path(sys.executable).parent / "wds"
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return [str(beside)]
     return [sys.executable, "-m", "wds.cli.main"]
 
 
