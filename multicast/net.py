@@ -33,6 +33,7 @@ from multicast.output import ImageMismatch, ImageOutput
 from multicast.receiver import Receiver, ReceiverState
 from multicast.sender import Event as SenderEvent
 from multicast.sender import Sender
+from multicast.unicast import Fetch, top_up
 
 log = logging.getLogger(__name__)
 
@@ -179,8 +180,8 @@ class ReceiverService:
     """Runs one :class:`Receiver` into an :class:`ImageOutput`; ``run`` returns an exit code.
 
     Exit codes as in PROTOCOL.md section 8: 0 complete and verified, 1 failed (resumable),
-    4 whole-file SHA-256 mismatch. The HTTP top-up after a REDIRECT is not built yet: a
-    redirected receiver ends with 1 (and resumes multicast or unicast on its next run).
+    4 whole-file SHA-256 mismatch. After a REDIRECT(SLOW) the missing chunks are fetched with
+    ``unicast`` (HTTP ranges, :mod:`multicast.unicast`); without it the receiver ends with 1.
     """
 
     def __init__(
@@ -189,8 +190,12 @@ class ReceiverService:
         output: ImageOutput,
         group_sock: socket.socket,
         feedback_sock: socket.socket,
+        *,
+        unicast: Fetch | None = None,
     ) -> None:
         self.receiver = receiver
+        self._unicast = unicast
+        self._top_up_task: asyncio.Task[None] | None = None
         self.output = output
         self._group_sock = group_sock
         self._feedback_sock = feedback_sock
@@ -215,6 +220,8 @@ class ReceiverService:
         finally:
             if self._timer is not None:
                 self._timer.cancel()
+            if self._top_up_task is not None:
+                self._top_up_task.cancel()
             group.close()
             feedback.close()
         if code == 0:
@@ -247,9 +254,19 @@ class ReceiverService:
         if when is not None:
             self._timer = loop.call_at(when, self._on_timer)
             return
+        self._end(0 if self.receiver.state is ReceiverState.DONE else 1)
+
+    def _end(self, code: int) -> None:
         if self._ended is not None and not self._ended.done():
-            complete = self.receiver.state is ReceiverState.DONE
-            self._ended.set_result(0 if complete else 1)
+            self._ended.set_result(code)
+
+    async def _top_up(self, fetch: Fetch) -> None:
+        loop = asyncio.get_running_loop()
+        complete = await top_up(self.receiver, fetch, loop.time, self._events)
+        self._step()
+        if not complete:
+            self.failure = "the unicast top-up could not fetch every chunk"
+            self._end(1)
 
     def _events(self, events: Sequence[object]) -> None:
         for e in events:
@@ -263,9 +280,14 @@ class ReceiverService:
                 self.failure = e.reason
                 log.warning("transfer failed: %s", e.reason)
             elif isinstance(e, SwitchToUnicast):
-                self.failure = "redirected to unicast, which is not built yet"
-                log.warning("%s", self.failure)
-                if self._ended is not None and not self._ended.done():
-                    self._ended.set_result(1)
+                if self._unicast is None:
+                    self.failure = "redirected to unicast, but no HTTP source was given"
+                    log.warning("%s", self.failure)
+                    self._end(1)
+                elif self._top_up_task is None:
+                    log.info("redirected: fetching the missing chunks over HTTP")
+                    self._top_up_task = asyncio.get_running_loop().create_task(
+                        self._top_up(self._unicast)
+                    )
             elif isinstance(e, TransferComplete):
                 log.info("every chunk verified")

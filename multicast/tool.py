@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import logging
 import random
 import secrets
@@ -31,6 +32,7 @@ from multicast.net import (
 from multicast.output import ImageOutput
 from multicast.receiver import Receiver
 from multicast.sender import Event, Sender, SenderSettings
+from multicast.unicast import Fetch, fetch_range
 from wds.errors import WdsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNTRUSTED = 0, 1, 2, 3
@@ -77,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     trust.add_argument("--public-key", type=Path, help="the server's manifest.pub")
     trust.add_argument("--insecure", action="store_true", help="do not check who signed")
     r.add_argument("--interface", required=True, help="IPv4 address of the receiving interface")
+    r.add_argument(
+        "--http", help="HOST:PORT/PATH of the image for the unicast top-up (HTTP range requests)"
+    )
     r.add_argument("--timeout", type=float, default=600.0)
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
@@ -161,6 +166,7 @@ async def _receive(args: argparse.Namespace) -> int:
             output,
             open_group_socket(manifest.group, manifest.port, args.interface),
             open_feedback_socket(args.interface),
+            unicast=_http_fetch(args.http) if args.http else None,
         )
         code = await service.run(args.timeout)
     finally:
@@ -172,6 +178,12 @@ async def _receive(args: argparse.Namespace) -> int:
         flush=True,
     )
     return code
+
+
+def _http_fetch(spec: str) -> Fetch:
+    hostport, _, path = spec.partition("/")
+    host, _, port = hostport.rpartition(":")
+    return functools.partial(fetch_range, host, int(port), "/" + path)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,118 @@
+"""Unicast top-up: fetch missing chunks with HTTP range requests (PROTOCOL.md sections 7-8).
+
+A redirected (slow) receiver fetches each chunk it still lacks with ``GET <path>`` and
+``Range: bytes=<start>-<end>`` and hands it to :meth:`Receiver.receive_chunk`, which verifies it
+against the signed manifest exactly like a multicast-assembled chunk. The HTTP/1.1 response head
+is parsed by :func:`parse_range_head` (bounded, strict: only ``206`` with the exact
+``Content-Range`` and ``Content-Length`` asked for); the body is read with ``readexactly``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable, Sequence
+
+from multicast.receiver import Event, Receiver, ReceiverState
+from wds.errors import RemoteProtocolError
+
+#: a response head larger than this is refused (RFC 9112 sets no limit; we need a few lines)
+MAX_HEAD = 16 * 1024
+MAX_ATTEMPTS = 3
+
+_STATUS = re.compile(rb"^HTTP/1\.[01] (\d{3})(?: [^\r\n]*)?$")
+_CONTENT_RANGE = re.compile(rb"^bytes (\d{1,15})-(\d{1,15})/(\d{1,15}|\*)$")
+
+Fetch = Callable[[int, int], Awaitable[bytes]]
+
+
+class BadHttpResponse(RemoteProtocolError):
+    """The HTTP server's answer to a range request is not the range asked for."""
+
+
+def build_range_request(host: str, path: str, start: int, length: int) -> bytes:
+    if not path.startswith("/") or any(c in path for c in "\r\n "):
+        raise ValueError(f"bad request path {path!r}")
+    return (
+        f"GET {path} HTTP/1.1\r\nHost: {host}\r\nRange: bytes={start}-{start + length - 1}\r\n"
+        "Accept-Encoding: identity\r\nConnection: close\r\nUser-Agent: wds-multicast\r\n\r\n"
+    ).encode("ascii")
+
+
+def parse_range_head(head: bytes, start: int, length: int) -> None:
+    """Check a response head (through the blank line) answers ``bytes=start-(start+length-1)``."""
+    if len(head) > MAX_HEAD or not head.endswith(b"\r\n\r\n"):
+        raise BadHttpResponse("response head too long or not terminated")
+    lines = head[:-4].split(b"\r\n")
+    status = _STATUS.match(lines[0])
+    if status is None:
+        raise BadHttpResponse("not an HTTP/1.x status line")
+    if status.group(1) != b"206":
+        raise BadHttpResponse(f"status {status.group(1).decode()}, expected 206 Partial Content")
+    fields: dict[bytes, bytes] = {}
+    for line in lines[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name or name != name.strip():
+            raise BadHttpResponse("malformed header line")
+        key = name.lower()
+        if key in fields and key in (b"content-length", b"content-range"):
+            raise BadHttpResponse(f"{name.decode(errors='replace')} repeated")
+        fields[key] = value.strip()
+    if b"transfer-encoding" in fields:
+        raise BadHttpResponse("transfer-encoding on a range response is not supported")
+    rng = _CONTENT_RANGE.match(fields.get(b"content-range", b""))
+    if rng is None or (int(rng.group(1)), int(rng.group(2))) != (start, start + length - 1):
+        raise BadHttpResponse("Content-Range is not the range asked for")
+    if fields.get(b"content-length") != str(length).encode():
+        raise BadHttpResponse("Content-Length is not the length asked for")
+
+
+async def fetch_range(
+    host: str, port: int, path: str, start: int, length: int, *, timeout: float = 30.0
+) -> bytes:
+    """One range over one connection (``Connection: close``), bounded in time and size."""
+
+    async def fetch() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+        try:
+            writer.write(build_range_request(host, path, start, length))
+            await writer.drain()
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                raise BadHttpResponse("no complete response head") from None
+            parse_range_head(head, start, length)
+            try:
+                return await reader.readexactly(length)
+            except asyncio.IncompleteReadError:
+                raise BadHttpResponse("the body ended before the range did") from None
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(fetch(), timeout)
+
+
+async def top_up(
+    receiver: Receiver,
+    fetch: Fetch,
+    clock: Callable[[], float],
+    on_events: Callable[[Sequence[Event]], None],
+) -> bool:
+    """Fetch every chunk the receiver lacks; True when it is complete.
+
+    Each chunk gets :data:`MAX_ATTEMPTS` tries (a network error or a chunk failing its SHA-256
+    costs one); after that the top-up gives up and the on-disk bitmap lets a rerun resume.
+    """
+    m = receiver.manifest
+    for index in range(m.chunk_count):
+        for _ in range(MAX_ATTEMPTS):
+            if receiver.has_chunk(index) or receiver.state is ReceiverState.DONE:
+                break
+            try:
+                data = await fetch(index * m.chunk_size, m.chunk_length(index))
+            except (OSError, TimeoutError, RemoteProtocolError):
+                continue
+            on_events(receiver.receive_chunk(index, data, clock()))
+        if not receiver.has_chunk(index) and receiver.state is not ReceiverState.DONE:
+            return False
+    return receiver.state is ReceiverState.DONE
