@@ -95,7 +95,6 @@ def start_wds_tftp(
     """Start ``wds tftp`` (in ``ns``, or on this host) and wait for its startup line."""
     argv = [
         *wds_command(),
-        *extra_args,
         "tftp",
         "--root",
         str(root),
@@ -103,6 +102,7 @@ def start_wds_tftp(
         host,
         "--port",
         str(port),
+        *extra_args,
     ]
     with log_path.open("wb") as log:
         if ns is None:
@@ -283,9 +283,15 @@ def raw_get(
 
 
 def raw_request_reply(host: str, port: int, request: bytes, timeout: float = 3.0) -> bytes:
-    """Send one request datagram, return the first reply (raises TimeoutError)."""
+    """Send one request datagram and return the first reply (raises TimeoutError).
+
+    If the reply opens a transfer (OACK or DATA), it is cancelled at once with an ERROR packet
+    (RFC 2347: error 8 declines an OACK), so the server holds no transfer slot for it.
+    """
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
         sock.sendto(request, (host, port))
-        reply, _ = sock.recvfrom(65536)
+        reply, peer = sock.recvfrom(65536)
+        if struct.unpack_from("!H", reply)[0] in (OACK, DATA):
+            sock.sendto(struct.pack("!HH", ERROR, 8) + b"test done\0", peer)
         return reply
