@@ -265,7 +265,9 @@ def _reply_packet(
         xid=request.xid,
         flags=request.flags,
         ciaddr=request.ciaddr if kind == ReplyKind.PXE_ACK else ZERO_ADDRESS,
-        siaddr=ZERO_ADDRESS if is_url else next_server,
+        # Always set, URLs too: iPXE only takes boot information from a ProxyDHCP packet that has
+        # both siaddr and a file name (seen in the namespace lab with iPXE 1.0.0+git-20190125).
+        siaddr=next_server,
         giaddr=request.giaddr,
         chaddr=request.chaddr,
         file=boot_file if in_file else b"",

@@ -151,7 +151,7 @@ def test_http_boot_client_gets_a_url() -> None:
     r = reply(request)
     assert r.packet.option(60) == b"HTTPClient"
     assert r.packet.file == b"http://198.18.0.1:8080/ipxe.efi"
-    assert r.packet.option(43) is None and r.packet.siaddr == IPv4Address(0)
+    assert r.packet.option(43) is None and r.packet.siaddr == SERVER
     assert r.client.http
     on_4011 = discover(vendor_class=b"HTTPClient:Arch:00016", arch=16, message_type=3)
     assert answer(on_4011, port_kind="pxe") == Ignore(
@@ -186,6 +186,7 @@ def test_ipxe_gets_the_script_url_not_ipxe_again(extra: tuple[DhcpOption, ...]) 
     assert r.client.ipxe
     assert r.packet.file == b"http://198.18.0.1:8080/boot.ipxe"
     assert r.packet.option(43) == bytes((6, 1, 8, 255))  # iPXE takes the file from the offer
+    assert r.packet.siaddr == SERVER  # without siaddr iPXE ignores the file name
 
 
 def test_non_pxe_client_is_ignored_with_reason() -> None:
@@ -298,7 +299,18 @@ def test_arch_from_vendor_class_when_option_93_is_missing() -> None:
     assert reply(request).client.arch.code == 7
 
 
-@pytest.mark.parametrize("name", golden_names())
+def test_real_edk2_port_4011_request_gets_the_file_back_on_port_4011() -> None:
+    # captured in the namespace lab after wds's port4011-style offer (tests/pxe/boot_lab.py)
+    request = parse_packet(golden("ovmf_edk2_virtio_pxeclient_arch7_undi003000_request4011.hex"))
+    lab_server = IPv4Address("198.18.77.2")
+    result = decide(request, policy(), server_ip=lab_server, port_kind="pxe", source_port=4011)
+    assert isinstance(result, Reply) and result.kind is ReplyKind.PXE_ACK
+    assert result.packet.file == b"ipxe.efi" and result.packet.siaddr == lab_server
+    assert result.destination == Destination(request.ciaddr, 4011, broadcast=False, relay=False)
+    assert result.packet.option(43) is None  # EDK2 sent no PXE_BOOT_ITEM to echo
+
+
+@pytest.mark.parametrize("name", [n for n in golden_names() if n.endswith("_discover.hex")])
 def test_every_golden_discover_gets_a_proxy_offer(name: str) -> None:
     r = reply(parse_packet(golden(name)))
     assert r.kind is ReplyKind.PROXY_OFFER
