@@ -64,9 +64,9 @@ class ReceiverState(enum.Enum):
 
 @dataclass(frozen=True)
 class ReceiverSettings:
-    max_open_chunks: int = 8
+    max_open_bytes: int = 32 * 1024 * 1024  # chunk buffers being assembled, at least one chunk
     nak_backoff: float = 0.03
-    nak_holdoff: float = 0.25
+    nak_holdoff: float = 0.1
     max_naks_per_chunk: int = 20
     report_interval: float = 0.5
     report_jitter: float = 0.25
@@ -124,6 +124,7 @@ class Receiver:
                 self._have[-1] &= 0xFF ^ ((1 << spare) - 1)
         self.verified_chunks = sum(bin(b).count("1") for b in self._have)
         self._open: dict[int, _OpenChunk] = {}
+        self._max_open = max(1, self.settings.max_open_bytes // manifest.chunk_size)
         self._carousel_chunk = -1
         self._sender: Address | None = None
         self._out: list[tuple[bytes, Address]] = []
@@ -290,9 +291,10 @@ class Receiver:
         self._seq_received += 1
 
     def _open_chunk(self, index: int, now: float) -> _OpenChunk:
-        if len(self._open) >= self.settings.max_open_chunks:
-            oldest = min(self._open.values(), key=lambda ch: ch.last_activity)
-            del self._open[oldest.index]  # bounded buffers: the carousel brings it back
+        if len(self._open) >= self._max_open:
+            # bounded buffers: drop the chunk that cost least so far; the carousel brings it back
+            victim = min(self._open.values(), key=lambda ch: (ch.received, ch.last_activity))
+            del self._open[victim.index]
         m = self.manifest
         ch = _OpenChunk(index, m.chunk_length(index), m.blocks_in_chunk(index), now)
         self._open[index] = ch
@@ -405,6 +407,17 @@ class Receiver:
         need = bytearray(b ^ 0xFF for b in have)
         if flags & ReportFlags.DONE:
             need = bytearray(len(need))
+        for ch in self._open.values():
+            # being repaired by NAK: asking the carousel for it too would resend the whole chunk.
+            # Only if every missing block is a known gap: a lost tail is found by no NAK.
+            if (
+                not base <= ch.index < base + bits
+                or ch.naks_sent >= self.settings.max_naks_per_chunk
+            ):
+                continue
+            if ch.gap_end == len(ch.got) and ch.received < len(ch.got):
+                j = ch.index - base
+                need[j >> 3] &= 0xFF ^ (0x80 >> (j & 7))
         spare = -bits % 8
         if spare:
             need[-1] &= 0xFF ^ ((1 << spare) - 1)

@@ -530,7 +530,19 @@ class Sender:
             self._last_chunk = chunk
             self._cursor = None
             self._chunk_data = b""
+            self._presume_sent(chunk)
         return self._data(chunk, block, payload, repair=False)
+
+    def _presume_sent(self, index: int) -> None:
+        """Optimism: a chunk just sent is presumed received until a REPORT says otherwise.
+
+        Without it the carousel would resend everything a receiver verified since its last
+        REPORT (up to ``report_interval`` of data at full rate) at the end of every round.
+        """
+        byte, bit = index >> 3, 0x80 >> (index & 7)
+        for peer in self._peers.values():
+            peer.need[byte] &= 0xFF ^ bit
+        self._union = None
 
     def _start_chunk(self, index: int, now: float) -> None:
         m = self.manifest

@@ -136,7 +136,7 @@ def test_rate_lowered_on_loss_and_raised_when_clear() -> None:
         return state["lossy"] and data[3] == DatagramType.DATA and loss_rng.random() < 0.2
 
     settings = SenderSettings(max_rate=4e6, min_rate=0.5e6, min_goodput=0, slow_client="wait")
-    lan = Lan(random.Random(5).randbytes(60 * CHUNK), settings=settings, loss=loss)
+    lan = Lan(random.Random(5).randbytes(400 * CHUNK), settings=settings, loss=loss)
     lan.add_client()
     lan.run(until=4.0)
     lowered = lan.sender.rate
@@ -328,3 +328,44 @@ def test_sender_settings_bounds() -> None:
         SenderSettings(max_rate=1e6, min_rate=2e6)
     with pytest.raises(LocalProtocolError):
         SenderSettings(max_rate=1e6, max_receivers=0)
+
+
+def test_tail_loss_in_a_chunk_already_being_repaired_is_not_forgotten() -> None:
+    # regression: block 0 lost (NAKed, repaired) and the image's last block lost too. The chunk
+    # must stay "needed" in REPORTs: no later DATA reveals its tail, so no NAK asks for it
+    last_block = Lan(IMAGE).manifest.blocks_in_chunk(5) - 1
+    todo = {(5, 0), (5, last_block)}
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        where = (int.from_bytes(data[16:20]), int.from_bytes(data[20:22]))
+        if data[3] == DatagramType.DATA and where in todo:
+            todo.discard(where)
+            return True
+        return False
+
+    lan = Lan(IMAGE, loss=loss)
+    lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert not todo
+
+
+def test_liveness_sweep_every_receiver_completes() -> None:
+    # random receiver counts, data loss up to 40 %, feedback loss up to 30 %: all must finish
+    for seed in range(8):
+        r = random.Random(seed)
+        loss_p, feedback = r.choice([0.01, 0.05, 0.2, 0.4]), r.choice([0.0, 0.1, 0.3])
+        loss_rng = random.Random(seed + 1000)
+
+        def loss(
+            i: int, data: bytes, now: float, p: float = loss_p, rng: random.Random = loss_rng
+        ) -> bool:
+            return data[3] != DatagramType.ANNOUNCE and rng.random() < p
+
+        image = r.randbytes(r.randint(1, 12) * CHUNK - r.randint(0, CHUNK - 1))
+        settings = SenderSettings(max_rate=20e6, min_rate=1e6, slow_client="wait")
+        lan = Lan(image, loss=loss, feedback_loss=feedback, seed=seed, settings=settings)
+        for _ in range(r.randint(1, 6)):
+            lan.add_client()
+        lan.run(until=300.0, stop=lan.all_done)
+        lan.assert_byte_exact()
