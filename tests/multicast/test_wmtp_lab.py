@@ -48,6 +48,13 @@ def _start_receiver(
     return ns.popen(cmd, text=True, cwd=ROOT), target
 
 
+def _ip_counter(ns: netns.Namespace, name: str) -> int:
+    """An ``Ip:`` counter of /proc/net/snmp inside ``ns`` (e.g. FragCreates)."""
+    text = ns.run(["cat", "/proc/net/snmp"]).stdout
+    rows = [line.split()[1:] for line in text.splitlines() if line.startswith("Ip:")]
+    return int(dict(zip(rows[0], rows[1], strict=True))[name])
+
+
 def _finish(proc: subprocess.Popen[str], timeout: float = 120) -> tuple[int, str]:
     out, err = proc.communicate(timeout=timeout)
     return proc.returncode, out + err
@@ -86,6 +93,27 @@ def test_three_receivers_with_independent_loss(lab: netns.Lab, tmp_path: Path) -
     assert code == 0 and "completed=3" in log, log
     assert netns.dropped_by_loss(receivers[2]) > 0  # the loss really happened
     assert "naks=0" not in results[2][1]  # and was repaired through NAKs
+    assert _ip_counter(snd, "FragCreates") == 0  # PROTOCOL.md 2: nothing IP-fragmented
+
+
+@pytest.mark.slow
+def test_jumbo_frames_fill_the_mtu_without_fragments(lab: netns.Lab, tmp_path: Path) -> None:  # noqa: F811
+    image = tmp_path / "install.wim"
+    data = random.Random(3).randbytes(4 * 1024 * 1024 + 5)
+    image.write_bytes(data)
+    snd, rcv = lab.pair("snd", "rcv", mtu=9000)
+    sender, fp, _ = _start_sender(
+        snd, tmp_path, image, _group(), "--mtu", "9000", "--linger", "0.3"
+    )
+    receiver, target = _start_receiver(rcv, tmp_path, fp)
+    code, log = _finish(receiver)
+    assert code == 0, log
+    assert target.read_bytes() == data
+    assert _finish(sender)[0] == 0
+    assert _ip_counter(snd, "FragCreates") == 0
+    assert _ip_counter(rcv, "ReasmReqds") == 0
+    # 8944-byte blocks: 4 chunks of 118 blocks and one 5-byte block; 1444-byte ones need 2905
+    assert _ip_counter(rcv, "InReceives") < 4 * 118 + 200
 
 
 FORGER = """
