@@ -53,7 +53,6 @@ from pxe.dhcp.options import (
     max_message_size_of,
     message_type_of,
     parameter_request_list_of,
-    parse_encapsulated,
     parse_pxe_vendor_options,
     server_id_of,
     user_classes_of,
@@ -304,9 +303,3 @@ def _destination(request: DhcpPacket, port_kind: PortKind, source_port: int) -> 
     # With the broadcast bit clear RFC 2131 unicasts to yiaddr/chaddr; a proxy offer has no
     # yiaddr to send to, so it is broadcast either way.
     return Destination(LIMITED_BROADCAST, DHCP_CLIENT_PORT, broadcast=True, relay=False)
-
-
-def encapsulated_ipxe_options(request: DhcpPacket) -> tuple[DhcpOption, ...]:
-    """iPXE's option 175 sub-options (feature flags such as HTTP = 19), for policies and logs."""
-    raw = request.option(OptionCode.IPXE_ENCAPSULATED)
-    return () if raw is None else parse_encapsulated(raw, "option 175 (iPXE)")
