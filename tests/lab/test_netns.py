@@ -147,3 +147,41 @@ def test_require_root_fails_in_ci_and_skips_locally(monkeypatch: pytest.MonkeyPa
 def test_lab_refuses_subnets_outside_the_benchmark_range() -> None:
     with pytest.raises(netns.LabError):
         netns.Lab("10.0.0.0/24")
+
+
+MCAST_RECEIVER = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("", int(sys.argv[2])))
+mreq = struct.pack("4s4s", socket.inet_aton(sys.argv[1]), socket.inet_aton(sys.argv[3]))
+s.setsockopt(socket.IPPROTO_IP, socket.IP_ADD_MEMBERSHIP, mreq)
+print("joined", flush=True)
+s.settimeout(5)
+data, _ = s.recvfrom(2048)
+print(data.decode(), flush=True)
+"""
+
+MCAST_SENDER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, 1)
+for _ in range(20):  # bounded: a few copies in case a receiver joined late
+    s.sendto(b"hello-group", (sys.argv[1], int(sys.argv[2])))
+    time.sleep(0.05)
+"""
+
+
+def test_bridge_floods_multicast_to_every_host(lab: netns.Lab) -> None:
+    group, port = "239.255.42.1", "45001"
+    _, (sender, *receivers) = lab.bridged(["s", "r1", "r2"])
+    procs = []
+    for ns in receivers:
+        proc = ns.popen([sys.executable, "-c", MCAST_RECEIVER, group, port, ns.addr()], text=True)
+        assert proc.stdout is not None
+        netns.wait_for_line(proc.stdout, "^joined$", timeout=10)
+        procs.append(proc)
+    sender.run([sys.executable, "-c", MCAST_SENDER, group, port], timeout=30)
+    for proc in procs:
+        out, _ = proc.communicate(timeout=10)
+        assert "hello-group" in out
