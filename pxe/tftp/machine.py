@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import enum
 import math
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from pxe.tftp.codec import (
@@ -127,7 +128,8 @@ class ReadTransfer:
         self._last_progress = 0.0
         self._rto_deadline: float | None = None
         self._pace_deadline: float | None = None
-        self._out: list[bytes] = []
+        # what to send, in order: control datagrams, and (first, last) block ranges built lazily
+        self._out: list[bytes | tuple[int, int]] = []
         self._strangers: list[tuple[bytes, tuple[str, int]]] = []
         self._oack = b""
 
@@ -150,12 +152,29 @@ class ReadTransfer:
     def finished(self) -> bool:
         return self.state is TransferState.DONE
 
-    def datagrams_to_send(self) -> list[bytes]:
-        """Datagrams for the client, in order; the caller sends them all now."""
-        out = self._out
-        if out:
-            self._out = []
-        return out
+    def datagrams_to_send(self) -> Iterable[bytes]:
+        """Datagrams for the client, in order; iterate at once and send each as it comes.
+
+        DATA packets are built while the caller iterates (header + slice of the file), so the
+        first one is on the wire before the last one exists.
+        """
+        items = self._out
+        if not items:
+            return ()
+        self._out = []
+        return self._build(items)
+
+    def _build(self, items: list[bytes | tuple[int, int]]) -> Iterator[bytes]:
+        data, bs, headers, join = self.data, self.blksize, DATA_HEADERS, b"".join
+        for item in items:
+            if isinstance(item, bytes):
+                yield item
+                continue
+            first, last = item
+            offset = (first - 1) * bs
+            for block in range(first, last + 1):
+                yield join((headers[block & 0xFFFF], data[offset : offset + bs]))
+                offset += bs
 
     def stranger_replies(self) -> list[tuple[bytes, tuple[str, int]]]:
         """ERROR 5 datagrams for senders that are not this transfer's client (RFC 1350 TID)."""
@@ -163,6 +182,10 @@ class ReadTransfer:
         if out:
             self._strangers = []
         return out
+
+    @property
+    def has_stranger_replies(self) -> bool:
+        return bool(self._strangers)
 
     def next_timer(self) -> float | None:
         rto, pace = self._rto_deadline, self._pace_deadline
@@ -280,12 +303,7 @@ class ReadTransfer:
         paced = cwnd < self.windowsize
         if paced:
             last = min(limit, first + math.ceil(cwnd) - 1)
-        data, bs, headers, out = self.data, self.blksize, DATA_HEADERS, self._out
-        join = b"".join
-        offset = (first - 1) * bs
-        for block in range(first, last + 1):
-            out.append(join((headers[block & 0xFFFF], data[offset : offset + bs])))
-            offset += bs
+        self._out.append((first, last))
         count = last - first + 1
         stats = self.stats
         stats.datagrams_sent += count

@@ -18,7 +18,9 @@ import asyncio
 import contextlib
 import logging
 import socket
+import time
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,6 +95,8 @@ class TftpServer:
         self._mtus = MtuCache()
         self._sock: socket.socket | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._time: Callable[[], float] = time.monotonic  # the loop's clock once started
+        self._call_at: Callable[..., asyncio.TimerHandle] = _not_started
         self._expiry_timer: asyncio.TimerHandle | None = None
         self.address: tuple[str, int] = ("", 0)
         self.completed = 0
@@ -103,6 +107,8 @@ class TftpServer:
 
     async def start(self) -> tuple[str, int]:
         self._loop = asyncio.get_running_loop()
+        self._time = self._loop.time
+        self._call_at = self._loop.call_at
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -273,24 +279,18 @@ class TftpServer:
         return sock
 
     def _on_readable(self, session: _Session) -> None:
-        sock = session.sock
-        machine = session.machine
-        now = self._now()
-        debug = log.isEnabledFor(logging.DEBUG)
-        for _ in range(READ_BUDGET):
-            try:
-                data, addr = sock.recvfrom(MAX_TRANSFER_DATAGRAM)
-            except (BlockingIOError, InterruptedError):
-                break
-            except OSError as exc:  # e.g. an ICMP error reported on the socket
-                if debug:
-                    log.debug("%s:%d transfer socket: %s", *session.client, exc)
-                break
-            reason = machine.receive(data, addr, now)
-            if reason is not None and debug:
-                log.debug("%s:%d ignored: %s", *session.client, reason)
-            if machine.finished:
-                break
+        # One datagram per wakeup: the selector is level-triggered and calls again while more
+        # are queued, and a second recvfrom that fails with EAGAIN costs more than that call.
+        try:
+            data, addr = session.sock.recvfrom(MAX_TRANSFER_DATAGRAM)
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:  # e.g. an ICMP error reported on the socket
+            log.debug("%s:%d transfer socket: %s", *session.client, exc)
+            return
+        reason = session.machine.receive(data, addr, self._time())
+        if reason is not None and log.isEnabledFor(logging.DEBUG):
+            log.debug("%s:%d ignored: %s", *session.client, reason)
         self._flush(session)
 
     def _flush(self, session: _Session) -> None:
@@ -308,23 +308,19 @@ class TftpServer:
             except OSError as exc:
                 session.send_failures += 1
                 log.debug("%s:%d send failed: %s", *client, exc)
-        strangers = machine.stranger_replies()
-        for datagram, addr in strangers:
-            with contextlib.suppress(OSError):
-                session.sock.sendto(datagram, addr)
+        if machine.has_stranger_replies:
+            for datagram, addr in machine.stranger_replies():
+                with contextlib.suppress(OSError):
+                    session.sock.sendto(datagram, addr)
         if machine.finished:
             self._end(session)
             return
         deadline = machine.next_timer()
-        if deadline is None:
-            return
-        if session.timer is None or deadline < session.deadline:
+        if deadline is not None and (session.timer is None or deadline < session.deadline):
             if session.timer is not None:
                 session.timer.cancel()
-            loop = self._loop
-            assert loop is not None
             session.deadline = deadline
-            session.timer = loop.call_at(deadline, self._on_timer, session)
+            session.timer = self._call_at(deadline, self._on_timer, session)
 
     def _on_timer(self, session: _Session) -> None:
         session.timer = None
@@ -447,6 +443,10 @@ class TftpServer:
         loop = self._loop
         assert loop is not None
         return loop.time()
+
+
+def _not_started(*_args: object) -> asyncio.TimerHandle:
+    raise RuntimeError("TftpServer.start() was not called")
 
 
 def _ms(value: float | None) -> str:
