@@ -57,6 +57,8 @@ class TransferComplete:
 @dataclass(frozen=True)
 class TransferFailed:
     reason: str
+    #: the sender refused this receiver (REDIRECT DROPPED): do not fall back to unicast either
+    dropped: bool = False
 
 
 # Sender events

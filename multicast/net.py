@@ -196,6 +196,8 @@ class ReceiverService:
         self.receiver = receiver
         self._unicast = unicast
         self._top_up_task: asyncio.Task[None] | None = None
+        self.redirected = False
+        self._topped_up = False
         self.output = output
         self._group_sock = group_sock
         self._feedback_sock = feedback_sock
@@ -254,6 +256,8 @@ class ReceiverService:
         if when is not None:
             self._timer = loop.call_at(when, self._on_timer)
             return
+        if self._top_up_task is not None and not self._topped_up:
+            return  # the machine is idle, the HTTP top-up is not
         self._end(0 if self.receiver.state is ReceiverState.DONE else 1)
 
     def _end(self, code: int) -> None:
@@ -263,6 +267,7 @@ class ReceiverService:
     async def _top_up(self, fetch: Fetch) -> None:
         loop = asyncio.get_running_loop()
         complete = await top_up(self.receiver, fetch, loop.time, self._events)
+        self._topped_up = True
         self._step()
         if not complete:
             self.failure = "the unicast top-up could not fetch every chunk"
@@ -279,7 +284,15 @@ class ReceiverService:
             elif isinstance(e, TransferFailed):
                 self.failure = e.reason
                 log.warning("transfer failed: %s", e.reason)
+                if self._unicast is not None and not e.dropped and self._top_up_task is None:
+                    # the multicast session is over for us; the chunks still missing can come
+                    # over HTTP (PROTOCOL.md 7)
+                    self.failure = None
+                    self._top_up_task = asyncio.get_running_loop().create_task(
+                        self._top_up(self._unicast)
+                    )
             elif isinstance(e, SwitchToUnicast):
+                self.redirected = True
                 if self._unicast is None:
                     self.failure = "redirected to unicast, but no HTTP source was given"
                     log.warning("%s", self.failure)

@@ -249,7 +249,7 @@ class Receiver:
             self._open.clear()
             self._events.append(SwitchToUnicast())
         else:
-            self._fail("the sender dropped this receiver from the session")
+            self._fail("the sender dropped this receiver from the session", dropped=True)
 
     def _on_data(self, d: DataBlock, now: float) -> None:
         m = self.manifest
@@ -454,11 +454,11 @@ class Receiver:
         self._done_left = self.settings.done_reports
         self._next_report = now
 
-    def _fail(self, reason: str) -> None:
+    def _fail(self, reason: str, *, dropped: bool = False) -> None:
         self.state = ReceiverState.FAILED
         self._open.clear()
         self._next_report = None
-        self._events.append(TransferFailed(reason))
+        self._events.append(TransferFailed(reason, dropped))
 
     def _drain(self) -> list[Event]:
         events, self._events = self._events, []

@@ -103,12 +103,15 @@ class SenderSettings:
     slow_window: float = 5.0
     max_receivers: int = 1024
     max_repair_blocks: int = 65536
+    repair_share: float = 0.5  # of DATA, while the carousel also has something to send
     linger: float = 2.0
     finish_announcements: int = 3
 
     def __post_init__(self) -> None:
         if not 0 < self.min_rate <= self.max_rate:
             raise LocalProtocolError(f"need 0 < min_rate <= max_rate, got {self}")
+        if not 0 < self.repair_share < 1:
+            raise LocalProtocolError(f"repair_share must be between 0 and 1, got {self}")
         if self.max_receivers < 1 or self.max_repair_blocks < 1 or self.slow_window <= 0:
             raise LocalProtocolError(f"bounds must be positive, got {self}")
 
@@ -179,6 +182,7 @@ class Sender:
         self._opened_at = now
         self._peers: dict[int, _Peer] = {}
         self._union: int | None = None  # cache of the union of needs, see _needed_after
+        self._redirected: dict[int, tuple[RedirectReason, Address]] = {}
         self._events: list[Event] = []
         self._control: list[Outgoing] = []
         self._next_announce = now
@@ -194,6 +198,7 @@ class Sender:
         self._chunk_data = b""
         # repairs: queued (chunk, block) in NAK order, each sent once
         self._repairs: dict[tuple[int, int], None] = {}
+        self._repair_credit = 64.0  # repairs allowed before carousel DATA earns more
         # token bucket (PROTOCOL.md section 6)
         self._datagram_cost = manifest.block_size + 28 + IP_UDP_OVERHEAD
         self._tokens = 0.0
@@ -346,6 +351,14 @@ class Sender:
 
     def _on_report(self, d: ReceiverReport, addr: Address, now: float) -> None:
         peer = self._peers.get(d.receiver_id)
+        if peer is None and d.receiver_id in self._redirected:
+            # its REDIRECT was lost: say it again instead of taking it back into the session
+            reason, where = self._redirected[d.receiver_id]
+            if where == addr:
+                redirect = Redirect(self.manifest.session_id, d.receiver_id, reason)
+                self._control.append(Outgoing(build_datagram(redirect), addr))
+            self._events.append(Ignored("REPORT from a redirected receiver"))
+            return
         if peer is None:
             if d.flags & (ReportFlags.DONE | ReportFlags.LEAVE):
                 self._events.append(Ignored("final REPORT from a receiver not in the session"))
@@ -443,10 +456,16 @@ class Sender:
 
     def _rate_step(self) -> None:
         s = self.settings
-        worst = max((p.worst_loss for p in self._peers.values()), default=0)
+        losses = sorted(p.worst_loss for p in self._peers.values())
         for p in self._peers.values():
             p.worst_loss = 0
-        if worst > s.loss_threshold:
+        if not losses:
+            return
+        # wait: the slowest receiver sets the pace. Otherwise the typical one does (the lower
+        # median): congestion shows at most receivers, a bad NIC at one, and that one is the
+        # slow-receiver check's business, not a reason to slow everybody down (PROTOCOL.md 6)
+        loss = losses[-1] if s.slow_client == "wait" else losses[(len(losses) - 1) // 2]
+        if loss > s.loss_threshold:
             self.rate = max(s.min_rate, self.rate * s.rate_decrease)
         else:
             self.rate = min(s.max_rate, self.rate + s.max_rate * s.rate_increase)
@@ -464,7 +483,9 @@ class Sender:
                 continue
             offered = sum(n for _, n in peer.offered)
             goodput = (peer.progress[-1][1] - peer.progress[0][1]) * self.manifest.chunk_size
-            if offered >= 2 * s.min_goodput * window and goodput < s.min_goodput * window:
+            # offered with a margin over min_goodput (the min_rate floor is 2x min_goodput, and
+            # offered counts chunk bytes, not headers or control traffic): PROTOCOL.md 6
+            if offered >= 1.25 * s.min_goodput * window and goodput < s.min_goodput * window:
                 event: Event
                 if s.slow_client == "unicast":
                     reason, event = RedirectReason.SLOW, MoveToUnicast(peer.receiver_id, peer.addr)
@@ -474,6 +495,9 @@ class Sender:
                 redirect = Redirect(self.manifest.session_id, peer.receiver_id, reason)
                 self._control.append(Outgoing(build_datagram(redirect), peer.addr))
                 self._end(peer, event)
+                if len(self._redirected) >= s.max_receivers:  # bounded: forget the oldest
+                    del self._redirected[next(iter(self._redirected))]
+                self._redirected[peer.receiver_id] = (reason, peer.addr)
 
     # ---------------------------------------------------------------- data
 
@@ -509,7 +533,13 @@ class Sender:
 
     def _next_data(self, now: float) -> bytes | None:
         m = self.manifest
-        if self._repairs:
+        # repairs first, but within their share: one receiver NAKing everything (a bad NIC)
+        # must not starve the carousel everybody else is progressing on
+        carousel_waiting = (
+            self._cursor is not None or self._needed_after(self._last_chunk) is not None
+        )
+        if self._repairs and (self._repair_credit >= 1 or not carousel_waiting):
+            self._repair_credit = max(0.0, self._repair_credit - 1)
             chunk, block = next(iter(self._repairs))
             del self._repairs[(chunk, block)]
             offset = chunk * m.chunk_size + block * m.block_size
@@ -522,6 +552,8 @@ class Sender:
                 return None
             self._start_chunk(nxt, now)
         assert self._cursor is not None
+        share = self.settings.repair_share
+        self._repair_credit = min(64.0, self._repair_credit + share / (1 - share))
         chunk, block = self._cursor, self._block
         start = block * m.block_size
         payload = self._chunk_data[start : start + m.block_length(chunk, block)]

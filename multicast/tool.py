@@ -30,7 +30,7 @@ from multicast.net import (
     open_sender_socket,
 )
 from multicast.output import ImageOutput
-from multicast.receiver import Receiver
+from multicast.receiver import Receiver, ReceiverSettings
 from multicast.sender import Event, Sender, SenderSettings
 from multicast.unicast import Fetch, fetch_range
 from wds.errors import WdsError
@@ -69,6 +69,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--max-wait", type=float, default=0.0)
     s.add_argument("--slow-client", choices=("unicast", "wait", "drop"), default="unicast")
     s.add_argument("--min-goodput-mbps", type=float, default=10.0)
+    s.add_argument("--slow-window", type=float, default=5.0, help="seconds goodput is judged on")
     s.add_argument("--linger", type=float, default=2.0)
     s.add_argument("--timeout", type=float, default=600.0)
     r = sub.add_parser("receive", help="receive one image into a file (resumable)")
@@ -83,6 +84,9 @@ def _parser() -> argparse.ArgumentParser:
         "--http", help="HOST:PORT/PATH of the image for the unicast top-up (HTTP range requests)"
     )
     r.add_argument("--timeout", type=float, default=600.0)
+    r.add_argument(
+        "--sender-timeout", type=float, default=15.0, help="seconds of silence that end multicast"
+    )
     p.add_argument("-v", "--verbose", action="count", default=0)
     return p
 
@@ -111,6 +115,7 @@ async def _send(args: argparse.Namespace) -> int:
         max_wait=args.max_wait,
         slow_client=args.slow_client,
         min_goodput=args.min_goodput_mbps * 1e6 / 8,
+        slow_window=args.slow_window,
         linger=args.linger,
     )
     loop = asyncio.get_running_loop()
@@ -159,6 +164,7 @@ async def _receive(args: argparse.Namespace) -> int:
             rng=random.Random(secrets.randbits(64)),
             now=loop.time(),
             have=output.have,
+            settings=ReceiverSettings(sender_timeout=args.sender_timeout),
         )
         print(f"resuming with {machine.verified_chunks}/{manifest.chunk_count} chunks", flush=True)
         service = ReceiverService(
@@ -174,6 +180,7 @@ async def _receive(args: argparse.Namespace) -> int:
     print(
         f"exit={code} verified={machine.verified_chunks}/{manifest.chunk_count} "
         f"rejected={machine.rejected_chunks} naks={machine.naks_sent} "
+        f"redirected={int(service.redirected)} "
         f"failure={service.failure or '-'}",
         flush=True,
     )

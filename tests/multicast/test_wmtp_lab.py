@@ -39,12 +39,12 @@ def _start_sender(
 
 
 def _start_receiver(
-    ns: netns.Namespace, tmp: Path, fingerprint: str
+    ns: netns.Namespace, tmp: Path, fingerprint: str, *extra: str
 ) -> tuple[subprocess.Popen[str], Path]:
     target = tmp / f"{ns.short}.img"
     cmd = [sys.executable, "-m", "multicast", "receive", str(target), "--manifest"]
     cmd += [str(tmp / "manifest"), "--fingerprint", fingerprint, "--interface", ns.addr()]
-    cmd += ["--timeout", "90"]
+    cmd += ["--timeout", "90", *extra]
     return ns.popen(cmd, text=True, cwd=ROOT), target
 
 
@@ -166,3 +166,77 @@ def test_forged_datagrams_cost_a_repair_not_a_bad_byte(lab: netns.Lab, tmp_path:
     assert "rejected=1 " in log, log  # the forged chunk was assembled, failed SHA-256, repaired
     assert target.read_bytes() == data
     assert _finish(sender)[0] == 0
+
+
+# A minimal HTTP/1.1 range server standing in for wds's HTTP server (not built yet): it serves
+# the image at /sessions/image/image, 206 for a single "Range: bytes=a-b", one request per
+# connection; bounded by a lifetime so it always ends by itself.
+RANGE_SERVER = """
+import asyncio, re, sys
+data = open(sys.argv[1], "rb").read()
+async def handle(reader, writer):
+    head = await reader.readuntil(b"\\r\\n\\r\\n")
+    m = re.search(rb"Range: bytes=(\\d+)-(\\d+)", head)
+    a, b = int(m[1]), int(m[2])
+    body = data[a : b + 1]
+    writer.write(b"HTTP/1.1 206 Partial Content\\r\\nContent-Range: bytes %d-%d/%d\\r\\n"
+                 b"Content-Length: %d\\r\\n\\r\\n" % (a, b, len(data), len(body)) + body)
+    await writer.drain()
+    writer.close()
+async def main():
+    server = await asyncio.start_server(handle, sys.argv[2], 0)
+    print("http", server.sockets[0].getsockname()[1], flush=True)
+    await asyncio.sleep(float(sys.argv[3]))
+asyncio.run(main())
+"""
+
+
+@pytest.mark.slow
+def test_slow_receiver_moves_to_unicast_and_completes(lab: netns.Lab, tmp_path: Path) -> None:  # noqa: F811
+    require_tool("nft", "nftables")
+    image = tmp_path / "install.wim"
+    data = random.Random(4).randbytes(24 * 1024 * 1024 + 17)
+    image.write_bytes(data)
+    _, (snd, fast, slow) = lab.bridged(["snd", "fast", "slow"])
+    # a receiver with a terrible NIC: 90 % of the DATA it should receive is lost (nft matches the
+    # WMTP type byte, 3 bytes into the UDP payload), control datagrams get through
+    slow.nft(f"""
+table inet {netns.LOSS_TABLE} {{
+  chain input {{
+    type filter hook input priority -10; policy accept;
+    udp dport {PORT} @th,88,8 1 numgen random mod 100 < 90 counter drop
+  }}
+}}
+""")
+    http = snd.popen([sys.executable, "-c", RANGE_SERVER, str(image), snd.addr(), "120"], text=True)
+    http_port = netns.wait_for_line(http.stdout, r"^http (\d+)$", timeout=30).group(1)  # type: ignore[arg-type]
+    sender, fp, _ = _start_sender(
+        snd,
+        tmp_path,
+        image,
+        _group(),
+        "--rate-mbps",
+        "100",
+        "--min-goodput-mbps",
+        "10",
+        "--slow-window",
+        "2",
+        "--min-clients",
+        "2",
+        "--max-wait",
+        "30",
+        "--linger",
+        "0.5",
+    )
+    procs = [_start_receiver(fast, tmp_path, fp)]
+    http_url = f"{snd.addr()}:{http_port}/sessions/image/image"
+    procs.append(_start_receiver(slow, tmp_path, fp, "--http", http_url))
+    results = [_finish(proc) for proc, _ in procs]
+    for (code, log), (_, path) in zip(results, procs, strict=True):
+        assert code == 0, log
+        assert path.read_bytes() == data
+    assert "redirected=0" in results[0][1]  # the healthy receiver was not held back
+    code, log = _finish(sender)
+    assert code == 0 and "MoveToUnicast" in log, log
+    assert "redirected=1" in results[1][1], results[1][1]  # it finished over HTTP
+    assert netns.dropped_by_loss(slow) > 1000

@@ -369,3 +369,50 @@ def test_liveness_sweep_every_receiver_completes() -> None:
             lan.add_client()
         lan.run(until=300.0, stop=lan.all_done)
         lan.assert_byte_exact()
+
+
+def test_lost_redirect_is_repeated_not_readmitted() -> None:
+    loss_rng = random.Random(4)
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        return i == 1 and data[3] == DatagramType.DATA and loss_rng.random() < 0.9
+
+    settings = SenderSettings(
+        max_rate=2e6, min_rate=1e6, min_goodput=200e3, slow_window=1.0, linger=0.5
+    )
+    lan = Lan(random.Random(6).randbytes(64 * CHUNK), settings=settings, loss=loss)
+    lan.add_client()
+    slow = lan.add_client()
+    lost: list[int] = []
+
+    def drop_first_redirect(c: object, data: bytes) -> list[bytes]:
+        if c is slow and data[3] == DatagramType.REDIRECT and not lost:
+            lost.append(1)
+            return []
+        return [data]
+
+    lan.hooks.append(drop_first_redirect)
+    lan.run(until=60.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert lost and slow.unicast
+    assert sum(isinstance(e, MoveToUnicast) for e in lan.sender_events) == 1
+    assert sum(isinstance(e, ReceiverJoined) for e in lan.sender_events) == 2
+
+
+def test_one_bad_receiver_neither_starves_nor_slows_the_others() -> None:
+    loss_rng = random.Random(8)
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        return i == 1 and data[3] == DatagramType.DATA and loss_rng.random() < 0.9
+
+    # a long slow_window: the bad receiver stays in the multicast session the whole time
+    settings = SenderSettings(max_rate=2e6, min_rate=0.2e6, slow_window=1000.0, linger=0.5)
+    lan = Lan(random.Random(9).randbytes(64 * CHUNK), settings=settings, loss=loss)
+    healthy, bad = lan.add_client(), lan.add_client()
+    lan.run(until=60.0, stop=lambda: healthy.complete_at is not None)
+    assert healthy.complete_at is not None and bad.complete_at is None
+    at_full_rate = 64 * CHUNK * (1500 / 1444) / 2e6
+    # repairs for the bad one take at most their share (half), and its loss does not set the rate
+    assert healthy.complete_at < 2.2 * at_full_rate, healthy.complete_at
+    assert lan.sender.rate == 2e6
+    assert lan.sender.repairs_sent > 1000
