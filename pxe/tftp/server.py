@@ -20,9 +20,10 @@ import logging
 import socket
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from pxe.tftp.admission import AdmissionControl, Admitted, AlreadyWaiting, Queued, Refused
 from pxe.tftp.codec import ErrorCode, TftpReadRequest, build_error
@@ -165,14 +166,14 @@ class TftpServer:
     def _on_request(self, data: bytes, client: tuple[str, int], local: str, ifindex: int) -> None:
         decision = classify_request(data)
         if isinstance(decision, Drop):
-            log.debug("%s:%d ignored on port %d: %s", *client, self.address[1], decision.reason)
+            peer_log(client).debug("ignored on port %d: %s", self.address[1], decision.reason)
             return
         if isinstance(decision, Reject):
-            log.info("%s:%d %s", *client, decision.reason)
+            peer_log(client).info("%s", decision.reason)
             self._send_from(local, decision.datagram, client)
             return
         if client in self._sessions:
-            log.debug("%s:%d repeated its request; the transfer is running", *client)
+            peer_log(client).debug("repeated its request; the transfer is running")
             return
         assert isinstance(decision, Accept)
         pending = _Pending(decision.request, client, local, ifindex)
@@ -181,23 +182,21 @@ class TftpServer:
         if isinstance(verdict, Admitted):
             self._begin(pending)
         elif isinstance(verdict, Queued):
-            log.info(
-                "%s:%d request for %r waits (%d ahead)",
-                *client,
+            peer_log(client).info(
+                "request for %r waits (%d ahead)",
                 pending.request.filename,
                 verdict.position,
             )
             self._arm_expiry()
         elif isinstance(verdict, Refused):
-            log.info(
-                "%s:%d request for %r refused: %s",
-                *client,
+            peer_log(client).info(
+                "request for %r refused: %s",
                 pending.request.filename,
                 verdict.message,
             )
             self._send_from(local, build_error(ErrorCode.NOT_DEFINED, verdict.message), client)
         elif isinstance(verdict, AlreadyWaiting):
-            log.debug("%s:%d repeated its queued request", *client)
+            peer_log(client).debug("repeated its queued request")
 
     def _send_from(self, local: str, datagram: bytes, client: tuple[str, int]) -> None:
         """Send an error from a fresh socket on ``local`` (never from port 69: RFC 1350 TID)."""
@@ -208,7 +207,7 @@ class TftpServer:
                 s.setblocking(False)
                 s.sendto(datagram, client)
         except OSError as exc:
-            log.debug("%s:%d cannot send error: %s", *client, exc)
+            peer_log(client).debug("cannot send error: %s", exc)
 
     # ----------------------------------------------------------------------------------------
     # Transfers
@@ -234,14 +233,14 @@ class TftpServer:
             settings=settings,
         )
         if isinstance(prepared, Reject):
-            log.info("%s:%d %s", *client, prepared.reason)
+            peer_log(client).info("%s", prepared.reason)
             self._send_from(pending.local, prepared.datagram, client)
             self._release_slot(client[0])
             return
         try:
             sock = self._transfer_socket(pending.local)
         except OSError as exc:
-            log.warning("%s:%d cannot open a transfer socket: %s", *client, exc)
+            peer_log(client).warning("cannot open a transfer socket: %s", exc)
             prepared.served.close()
             self._release_slot(client[0])
             return
@@ -250,9 +249,8 @@ class TftpServer:
         loop = self._loop
         assert loop is not None
         loop.add_reader(sock.fileno(), self._on_readable, session)
-        log.debug(
-            "%s:%d RRQ %r mode %s options %s (granted %s, mtu %s) from %s:%d",
-            *client,
+        peer_log(client).debug(
+            "RRQ %r mode %s options %s (granted %s, mtu %s) from %s:%d",
             pending.request.filename,
             prepared.mode,
             format_options(pending.request.options),
@@ -286,11 +284,11 @@ class TftpServer:
         except (BlockingIOError, InterruptedError):
             return
         except OSError as exc:  # e.g. an ICMP error reported on the socket
-            log.debug("%s:%d transfer socket: %s", *session.client, exc)
+            peer_log(session.client).debug("transfer socket: %s", exc)
             return
         reason = session.machine.receive(data, addr, self._time())
         if reason is not None and log.isEnabledFor(logging.DEBUG):
-            log.debug("%s:%d ignored: %s", *session.client, reason)
+            peer_log(session.client).debug("ignored: %s", reason)
         self._flush(session)
 
     def _flush(self, session: _Session) -> None:
@@ -307,7 +305,7 @@ class TftpServer:
                 session.send_failures += 1
             except OSError as exc:
                 session.send_failures += 1
-                log.debug("%s:%d send failed: %s", *client, exc)
+                peer_log(client).debug("send failed: %s", exc)
         if machine.has_stranger_replies:
             for datagram, addr in machine.stranger_replies():
                 with contextlib.suppress(OSError):
@@ -343,10 +341,9 @@ class TftpServer:
         options = format_options(machine.negotiated.oack)
         if machine.outcome is Outcome.COMPLETED:
             self.completed += 1
-            log.info(
-                "%s:%d fetched %s (%d bytes, %s, options %s) in %.3f s, %.2f MiB/s, "
+            peer_log(client).info(
+                "fetched %s (%d bytes, %s, options %s) in %.3f s, %.2f MiB/s, "
                 "%d datagrams, %d retransmitted, %d timeouts, rtt %s, window min %.1f",
-                *client,
                 served.name,
                 machine.size,
                 session.prepared.mode,
@@ -360,18 +357,16 @@ class TftpServer:
                 stats.min_window,
             )
         elif machine.outcome is Outcome.DECLINED:
-            log.debug(
-                "%s:%d declined the options %s for %s (%s); it may ask again",
-                *client,
+            peer_log(client).debug(
+                "declined the options %s for %s (%s); it may ask again",
                 options,
                 served.name,
                 machine.message,
             )
         else:
             self.failed += 1
-            log.warning(
-                "%s:%d transfer of %s %s after %d of %d bytes: %s (%d retransmitted)",
-                *client,
+            peer_log(client).warning(
+                "transfer of %s %s after %d of %d bytes: %s (%d retransmitted)",
                 served.name,
                 machine.outcome.value if machine.outcome else "ended",
                 min(machine.acked * machine.blksize, machine.size),
@@ -393,9 +388,8 @@ class TftpServer:
 
     def _close_session(self, session: _Session, why: str | None) -> None:
         if why is not None:
-            log.info(
-                "%s:%d transfer of %s stopped: %s",
-                *session.client,
+            peer_log(session.client).info(
+                "transfer of %s stopped: %s",
                 session.prepared.served.name,
                 why,
             )
@@ -429,9 +423,8 @@ class TftpServer:
         self._expiry_timer = None
         for pending in self.admission.expire(self._now() + 1e-3):
             message = "server busy: waited too long for a free transfer slot; retry later"
-            log.info(
-                "%s:%d request for %r dropped from the queue",
-                *pending.client,
+            peer_log(pending.client).info(
+                "request for %r dropped from the queue",
                 pending.request.filename,
             )
             self._send_from(
@@ -443,6 +436,27 @@ class TftpServer:
         loop = self._loop
         assert loop is not None
         return loop.time()
+
+
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:
+    _Adapter = logging.LoggerAdapter
+
+
+class PeerLog(_Adapter):
+    """Log lines about one client: prefixed with its address:port, which is also in ``peer``."""
+
+    def process(
+        self, msg: Any, kwargs: MutableMapping[str, Any]
+    ) -> tuple[Any, MutableMapping[str, Any]]:
+        peer = self.extra["peer"] if self.extra else "?"
+        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
+        return f"{peer} {msg}", kwargs
+
+
+def peer_log(client: tuple[str, int]) -> PeerLog:
+    return PeerLog(log, {"peer": f"{client[0]}:{client[1]}"})
 
 
 def _not_started(*_args: object) -> asyncio.TimerHandle:
