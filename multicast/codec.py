@@ -10,6 +10,7 @@ construct lives only here. Every datagram has a ``parse_*``/``build_*`` pair thr
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import struct
@@ -369,71 +370,27 @@ def build_datagram(d: Datagram) -> bytes:
         raise LocalProtocolError(f"cannot build {type(d).__name__}: {exc}") from None
 
 
+_STRUCT_OF: Final[dict[type, c.Construct]] = {
+    DataBlock: _DATA,
+    Announce: _ANNOUNCE,
+    RepairAdvertisement: _REPAIR_ADV,
+    ReceiverReport: _REPORT,
+    RepairRequest: _NAK,
+    Redirect: _REDIRECT,
+}
+
+
 def _build(d: Datagram) -> bytes:
-    match d:
-        case DataBlock():
-            fields: dict[str, Any] = dict(
-                seq=d.seq,
-                chunk=d.chunk,
-                block=d.block,
-                length=len(d.payload),
-                flags=DATA_FLAG_REPAIR if d.repair else 0,
-                payload=d.payload,
-            )
-            return bytes(_DATA.build(dict(session_id=d.session_id, **fields)))
-        case Announce():
-            return bytes(
-                _ANNOUNCE.build(
-                    dict(
-                        session_id=d.session_id,
-                        state=int(d.state),
-                        receivers=d.receivers,
-                        rate_kbps=d.rate_kbps,
-                        seq=d.seq,
-                        manifest_digest=d.manifest_digest,
-                        starts_in_ms=d.starts_in_ms,
-                    )
-                )
-            )
-        case RepairAdvertisement():
-            ranges = [vars(r) for r in d.ranges]
-            return bytes(
-                _REPAIR_ADV.build(dict(session_id=d.session_id, count=len(ranges), ranges=ranges))
-            )
-        case ReceiverReport():
-            return bytes(
-                _REPORT.build(
-                    dict(
-                        session_id=d.session_id,
-                        receiver_id=d.receiver_id,
-                        flags=int(d.flags),
-                        loss_permille=d.loss_permille,
-                        verified_chunks=d.verified_chunks,
-                        rejected_chunks=d.rejected_chunks,
-                        base_chunk=d.base_chunk,
-                        bit_count=d.bit_count,
-                        need_bitmap=d.need_bitmap,
-                    )
-                )
-            )
-        case RepairRequest():
-            ranges = [vars(r) for r in d.ranges]
-            return bytes(
-                _NAK.build(
-                    dict(
-                        session_id=d.session_id,
-                        receiver_id=d.receiver_id,
-                        count=len(ranges),
-                        ranges=ranges,
-                    )
-                )
-            )
-        case Redirect():
-            return bytes(
-                _REDIRECT.build(
-                    dict(session_id=d.session_id, receiver_id=d.receiver_id, reason=int(d.reason))
-                )
-            )
+    # dataclass fields map 1:1 onto construct fields; enums go as ints, ranges as dicts
+    fields: dict[str, Any] = {f.name: getattr(d, f.name) for f in dataclasses.fields(d)}
+    for name, value in fields.items():
+        if isinstance(value, enum.IntEnum | enum.IntFlag):
+            fields[name] = int(value)
+    if isinstance(d, DataBlock):
+        fields.update(length=len(d.payload), flags=DATA_FLAG_REPAIR if d.repair else 0)
+    if isinstance(d, RepairAdvertisement | RepairRequest):
+        fields.update(count=len(d.ranges), ranges=[vars(r) for r in d.ranges])
+    return bytes(_STRUCT_OF[type(d)].build(fields))
 
 
 def parse_data_fast(data: bytes) -> DataBlock:
