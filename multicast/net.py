@@ -18,6 +18,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from multicast.codec import SenderState
 from multicast.events import (
@@ -36,6 +37,16 @@ from multicast.sender import Sender
 from multicast.unicast import Fetch, top_up
 
 log = logging.getLogger(__name__)
+
+
+class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Every line names the session (and the peer when there is one)."""
+
+    def process(self, msg: object, kwargs: Any) -> tuple[str, Any]:
+        extra = self.extra or {}
+        where = " ".join(f"{k}={v}" for k, v in extra.items() if v is not None)
+        return f"[{where}] {msg}", kwargs
+
 
 SOCKET_BUFFER = 4 * 1024 * 1024
 SEND_BUDGET = 64
@@ -113,6 +124,7 @@ class SenderService:
         on_event: Callable[[SenderEvent], None] | None = None,
     ) -> None:
         self.sender = sender
+        self.log = SessionLog(log, {"session": sender.manifest.name})
         self._sock = sock
         self._group = group
         self._on_event = on_event
@@ -169,9 +181,9 @@ class SenderService:
     def _events(self, events: list[SenderEvent]) -> None:
         for e in events:
             if isinstance(e, Ignored):
-                log.debug("ignored: %s", e.reason)
+                self.log.debug("ignored: %s", e.reason)
             else:
-                log.info("%s", e)
+                self.log.info("%s", e)
             if self._on_event is not None:
                 self._on_event(e)
 
@@ -194,6 +206,9 @@ class ReceiverService:
         unicast: Fetch | None = None,
     ) -> None:
         self.receiver = receiver
+        self.log = SessionLog(
+            log, {"session": receiver.manifest.name, "receiver": f"{receiver.receiver_id:016x}"}
+        )
         self._unicast = unicast
         self._top_up_task: asyncio.Task[None] | None = None
         self.redirected = False
@@ -278,12 +293,12 @@ class ReceiverService:
             if isinstance(e, WriteChunk):
                 self.output.write_chunk(e.index, e.data)
             elif isinstance(e, Ignored):
-                log.debug("ignored: %s", e.reason)
+                self.log.debug("ignored: %s", e.reason)
             elif isinstance(e, ChunkRejected):
-                log.warning("chunk %d failed its SHA-256; re-requested", e.index)
+                self.log.warning("chunk %d failed its SHA-256; re-requested", e.index)
             elif isinstance(e, TransferFailed):
                 self.failure = e.reason
-                log.warning("transfer failed: %s", e.reason)
+                self.log.warning("transfer failed: %s", e.reason)
                 if self._unicast is not None and not e.dropped and self._top_up_task is None:
                     # the multicast session is over for us; the chunks still missing can come
                     # over HTTP (PROTOCOL.md 7)
@@ -295,12 +310,12 @@ class ReceiverService:
                 self.redirected = True
                 if self._unicast is None:
                     self.failure = "redirected to unicast, but no HTTP source was given"
-                    log.warning("%s", self.failure)
+                    self.log.warning("%s", self.failure)
                     self._end(1)
                 elif self._top_up_task is None:
-                    log.info("redirected: fetching the missing chunks over HTTP")
+                    self.log.info("redirected: fetching the missing chunks over HTTP")
                     self._top_up_task = asyncio.get_running_loop().create_task(
                         self._top_up(self._unicast)
                     )
             elif isinstance(e, TransferComplete):
-                log.info("every chunk verified")
+                self.log.info("every chunk verified")
