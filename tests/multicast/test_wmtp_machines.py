@@ -416,3 +416,33 @@ def test_one_bad_receiver_neither_starves_nor_slows_the_others() -> None:
     assert healthy.complete_at < 2.2 * at_full_rate, healthy.complete_at
     assert lan.sender.rate == 2e6
     assert lan.sender.repairs_sent > 1000
+
+
+def test_join_policy_and_receiver_bound_are_enforced() -> None:
+    class OnlyFirst:
+        def __init__(self) -> None:
+            self.asked: list[int] = []
+
+        def admit(self, receiver_id: int, addr: tuple[str, int]) -> bool:
+            self.asked.append(receiver_id)
+            return addr[0].endswith(".10")
+
+    lan = Lan(IMAGE)
+    policy = OnlyFirst()
+    lan.sender._policy = policy
+    admitted, refused = lan.add_client(), lan.add_client()
+    lan.run(until=30.0, stop=lambda: admitted.complete_at is not None)
+    # the refused one may overhear the group (multicast is not confidential), but the sender
+    # neither counts nor serves it
+    assert admitted.complete_at is not None
+    joined = [e for e in lan.sender_events if isinstance(e, ReceiverJoined)]
+    assert [e.receiver_id for e in joined] == [admitted.machine.receiver_id]
+    assert refused.machine.receiver_id in policy.asked
+
+    bounded = Lan(IMAGE, settings=SenderSettings(max_rate=10e6, max_receivers=2))
+    for _ in range(4):
+        bounded.add_client()
+    bounded.run(until=0.2)
+    assert sum(isinstance(e, ReceiverJoined) for e in bounded.sender_events) == 2
+    refusals = [e for e in bounded.sender_events if "receivers already" in getattr(e, "reason", "")]
+    assert refusals
