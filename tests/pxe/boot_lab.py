@@ -1,6 +1,7 @@
 """Boot real firmware through wds's ProxyDHCP in a namespace lab (a script, not a test).
 
     python3 tests/pxe/boot_lab.py [--client seabios_ipxe|ovmf_edk2] [--seconds 120] [--keep-pcap F]
+                                  [--proxy-mode auto|offer|port4011] [--http-only]
 
 Needs root and the Debian packages qemu-system-x86, ipxe-qemu, ovmf, ipxe (boot files), dnsmasq
 and tcpdump. The LAN (LAB.md, built with tests/lab/netns.py): a bridge namespace holding the QEMU
@@ -47,7 +48,18 @@ from pxe.dhcp.server import ProxyDhcpServer
 from wds.config import PxeConfig
 logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(name)s %(message)s")
 ip = IPv4Address(sys.argv[1])
-policy = ConfigBootPolicy(PxeConfig(), http_url=f"http://{ip}:8080/")
+config = PxeConfig(proxy_mode=sys.argv[3])
+policy = ConfigBootPolicy(config, http_url=f"http://{ip}:8080/")
+if sys.argv[4] == "http-only":  # make the firmware's PXE fail so that it tries UEFI HTTP Boot
+    from pxe.dhcp.decide import Ignore
+    class HttpOnly:
+        def __init__(self, inner):
+            self.inner = inner
+        def boot_for(self, client):
+            if client.http or client.ipxe:
+                return self.inner.boot_for(client)
+            return Ignore("lab: PXE disabled, only HTTP Boot and iPXE are answered")
+    policy = HttpOnly(policy)
 async def main():
     server = ProxyDhcpServer(policy, server_ip=ip, interface="eth0")
     await server.start()
@@ -63,6 +75,8 @@ def main() -> int:
     parser.add_argument("--client", choices=sorted(CLIENTS), default="seabios_ipxe")
     parser.add_argument("--seconds", type=int, default=120)
     parser.add_argument("--keep-pcap", type=Path)
+    parser.add_argument("--proxy-mode", choices=["auto", "offer", "port4011"], default="auto")
+    parser.add_argument("--http-only", action="store_true", help="answer only HTTP Boot and iPXE")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="wds-bootlab-") as tmp, Lab("198.18.77.0/24") as lab:
         work = Path(tmp)
@@ -71,6 +85,7 @@ def main() -> int:
         http.mkdir()
         for name in ("undionly.kpxe", "ipxe.efi"):
             shutil.copyfile(Path("/usr/lib/ipxe") / name, tftp / name)
+            shutil.copyfile(Path("/usr/lib/ipxe") / name, http / name)  # for UEFI HTTP Boot
         (http / "boot.ipxe").write_text(f"#!ipxe\necho {MARKER}\n")
         bridge, (site, wds) = lab.bridged(["site", "wds"])
         for ns in (site, wds):
@@ -143,7 +158,15 @@ def main() -> int:
             stderr=subprocess.STDOUT,
         )
         server = wds.popen(
-            [sys.executable, "-c", SERVER_CODE, wds.addr(), str(args.seconds + 10)],
+            [
+                sys.executable,
+                "-c",
+                SERVER_CODE,
+                wds.addr(),
+                str(args.seconds + 10),
+                args.proxy_mode,
+                "http-only" if args.http_only else "all",
+            ],
             cwd=ROOT,
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
