@@ -32,7 +32,7 @@ from multicast.net import (
 from multicast.output import ImageOutput
 from multicast.receiver import Receiver, ReceiverSettings
 from multicast.sender import Event, Sender, SenderSettings
-from multicast.unicast import Fetch, fetch_range
+from multicast.unicast import Fetch, fetch_range, fetch_whole
 from wds.errors import WdsError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_UNTRUSTED = 0, 1, 2, 3
@@ -74,7 +74,7 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--timeout", type=float, default=600.0)
     r = sub.add_parser("receive", help="receive one image into a file (resumable)")
     r.add_argument("target", type=Path)
-    r.add_argument("--manifest", type=Path, required=True)
+    r.add_argument("--manifest", required=True, help="a file or http://HOST:PORT/PATH")
     trust = r.add_mutually_exclusive_group(required=True)
     trust.add_argument("--fingerprint", help="sha256:... of the server's manifest key")
     trust.add_argument("--public-key", type=Path, help="the server's manifest.pub")
@@ -146,8 +146,7 @@ async def _send(args: argparse.Namespace) -> int:
 
 async def _receive(args: argparse.Namespace) -> int:
     try:
-        with args.manifest.open("rb") as f:
-            wire = f.read(MAX_MANIFEST_BYTES + 1)
+        wire = await _read_manifest(args.manifest)
     except OSError as exc:
         print(f"error: cannot read the manifest: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -185,6 +184,18 @@ async def _receive(args: argparse.Namespace) -> int:
         flush=True,
     )
     return code
+
+
+async def _read_manifest(where: str) -> bytes:
+    """A file, or ``http://HOST:PORT/PATH`` (PROTOCOL.md 5: the transport is not trusted)."""
+    if where.startswith("http://"):
+        hostport, _, path = where.removeprefix("http://").partition("/")
+        host, _, port = hostport.rpartition(":")
+        return await fetch_whole(
+            host, int(port or 80), "/" + path, max_length=MAX_MANIFEST_BYTES, timeout=30.0
+        )
+    with open(where, "rb") as f:
+        return f.read(MAX_MANIFEST_BYTES + 1)
 
 
 def _http_fetch(spec: str) -> Fetch:

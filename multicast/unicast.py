@@ -67,6 +67,48 @@ def parse_range_head(head: bytes, start: int, length: int) -> None:
         raise BadHttpResponse("Content-Length is not the length asked for")
 
 
+def parse_whole_head(head: bytes, max_length: int) -> int:
+    """Check a ``200`` response head for a whole resource; return its Content-Length."""
+    if len(head) > MAX_HEAD or not head.endswith(b"\r\n\r\n"):
+        raise BadHttpResponse("response head too long or not terminated")
+    lines = head[:-4].split(b"\r\n")
+    status = _STATUS.match(lines[0])
+    if status is None or status.group(1) != b"200":
+        raise BadHttpResponse(f"expected 200 OK, got {lines[0][:40]!r}")
+    lengths = [
+        value.strip()
+        for name, sep, value in (line.partition(b":") for line in lines[1:])
+        if sep and name.strip().lower() == b"content-length"
+    ]
+    if len(lengths) != 1 or not lengths[0].isdigit() or len(lengths[0]) > 15:
+        raise BadHttpResponse("exactly one numeric Content-Length is required")
+    length = int(lengths[0])
+    if length > max_length:
+        raise BadHttpResponse(f"{length} bytes announced, more than the {max_length} allowed")
+    return length
+
+
+async def fetch_whole(host: str, port: int, path: str, *, max_length: int, timeout: float) -> bytes:
+    """GET a whole resource (the manifest), bounded by ``max_length`` bytes and ``timeout``."""
+
+    async def fetch() -> bytes:
+        reader, writer = await asyncio.open_connection(host, port, limit=MAX_HEAD)
+        try:
+            request = build_range_request(host, path, 0, 1).replace(b"Range: bytes=0-0\r\n", b"")
+            writer.write(request)
+            await writer.drain()
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = parse_whole_head(head, max_length)
+                return await reader.readexactly(length)
+            except (asyncio.LimitOverrunError, asyncio.IncompleteReadError):
+                raise BadHttpResponse("the response ended early or its head is too long") from None
+        finally:
+            writer.close()
+
+    return await asyncio.wait_for(fetch(), timeout)
+
+
 async def fetch_range(
     host: str, port: int, path: str, start: int, length: int, *, timeout: float = 30.0
 ) -> bytes:

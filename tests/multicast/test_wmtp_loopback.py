@@ -116,3 +116,48 @@ def test_loopback_multicast_two_receivers_byte_exact(tmp_path: Path) -> None:
     assert any(isinstance(e, SessionFinished) and e.completed == 2 for e in events)
     blocks = sum(manifest.blocks_in_chunk(i) for i in range(manifest.chunk_count))
     print(f"DATA sent {stats[0].data_sent} for {blocks} blocks, {stats[0].repairs_sent} repairs")
+
+
+def test_tool_resumes_after_an_interrupted_run_and_fetches_the_manifest_by_http(
+    tmp_path: Path,
+) -> None:
+    import functools
+    import subprocess
+    import sys
+    import threading
+    from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
+
+    group, port = _group_for_this_run(), _free_port()
+    if not _multicast_loopback_works(group, port):
+        pytest.skip("multicast on 127.0.0.1 does not work on this host")
+    data = random.Random(22).randbytes(6 * 1024 * 1024 + 3)
+    (tmp_path / "img").write_bytes(data)
+    root = Path(__file__).resolve().parents[2]
+    run = functools.partial(subprocess.Popen, cwd=root, text=True, stdout=subprocess.PIPE)
+    send = [sys.executable, "-m", "multicast", "send", str(tmp_path / "img")]
+    send += ["--key", str(tmp_path / "k"), "--manifest-out", str(tmp_path / "manifest")]
+    send += ["--group", group, "--port", str(port), "--interface", LOOPBACK]
+    sender = run([*send, "--rate-mbps", "20", "--timeout", "60"])
+    handler = functools.partial(SimpleHTTPRequestHandler, directory=str(tmp_path))
+    http = ThreadingHTTPServer((LOOPBACK, 0), handler)
+    threading.Thread(target=http.serve_forever, daemon=True).start()
+    try:
+        assert sender.stdout is not None
+        fingerprint = sender.stdout.readline().split()[1]  # "ready sha256:... host:port"
+        url = f"http://{LOOPBACK}:{http.server_address[1]}/manifest"
+        receive = [sys.executable, "-m", "multicast", "receive", str(tmp_path / "out")]
+        receive += ["--manifest", url, "--fingerprint", fingerprint, "--interface", LOOPBACK]
+        first = run([*receive, "--timeout", "1.2"])
+        out1, _ = first.communicate(timeout=30)
+        assert first.returncode == 1, out1  # interrupted: 20 Mbit/s needs ~2.5 s for 6 MiB
+        second = run([*receive, "--timeout", "30"])
+        out2, _ = second.communicate(timeout=60)
+        assert second.returncode == 0, out2
+        resumed = int(out2.split("resuming with ")[1].split("/")[0])
+        assert 0 < resumed < 7, out2
+        assert (tmp_path / "out").read_bytes() == data
+        assert not (tmp_path / "out.wds-bitmap").exists()
+    finally:
+        http.shutdown()
+        sender.terminate()
+        sender.communicate(timeout=10)

@@ -20,7 +20,9 @@ from multicast.unicast import (
     BadHttpResponse,
     build_range_request,
     fetch_range,
+    fetch_whole,
     parse_range_head,
+    parse_whole_head,
     top_up,
 )
 from wds.errors import RemoteProtocolError
@@ -83,7 +85,12 @@ class RangeServer:
         head = await reader.readuntil(b"\r\n\r\n")
         self.requests += 1
         m = re.search(rb"Range: bytes=(\d+)-(\d+)", head)
-        assert m is not None
+        if m is None:  # a whole GET (the manifest)
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(self.data))
+            writer.write(self.data)
+            await writer.drain()
+            writer.close()
+            return
         start, end = int(m[1]), int(m[2])
         body = self.data[start : end + 1]
         fault = self.faults.pop(start, None)
@@ -148,3 +155,40 @@ def test_top_up_gives_up_after_bounded_attempts() -> None:
 
     assert asyncio.run(top_up(receiver, broken, lambda: 1.0, lambda e: None)) is False
     assert calls == [0, 0, 0]
+
+
+def test_whole_get_head() -> None:
+    assert parse_whole_head(b"HTTP/1.1 200 OK\r\nContent-Length: 42\r\n\r\n", 100) == 42
+    for bad in (
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 1\r\nContent-Length: 1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 101\r\n\r\n",
+    ):
+        with pytest.raises(BadHttpResponse):
+            parse_whole_head(bad, 100)
+
+
+@given(st.binary(max_size=300))
+def test_fuzz_whole_head(blob: bytes) -> None:
+    with contextlib.suppress(RemoteProtocolError):
+        parse_whole_head(blob + b"\r\n\r\n", 1000)
+
+
+def test_fetch_whole_is_bounded() -> None:
+    server = RangeServer(b"m" * 5000)
+
+    async def main() -> tuple[bytes, str]:
+        srv = await asyncio.start_server(server.handle, "127.0.0.1", 0)
+        port = srv.sockets[0].getsockname()[1]
+        async with srv:
+            got = await fetch_whole("127.0.0.1", port, "/m", max_length=5000, timeout=5.0)
+            try:
+                await fetch_whole("127.0.0.1", port, "/m", max_length=4999, timeout=5.0)
+            except BadHttpResponse as exc:
+                return got, str(exc)
+        return got, ""
+
+    got, refusal = asyncio.run(main())
+    assert got == b"m" * 5000 and "more than" in refusal
