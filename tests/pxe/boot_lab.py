@@ -1,6 +1,6 @@
 """Boot real firmware through wds's ProxyDHCP in a namespace lab (a script, not a test).
 
-    python3 tests/pxe/boot_lab.py [--client seabios_ipxe|ovmf_edk2] [--seconds 120] [--keep-pcap F]
+    python3 tests/pxe/boot_lab.py [--client seabios_ipxe|ovmf_ipxe|ovmf_edk2] [--seconds 120] [--keep-pcap F]
                                   [--proxy-mode auto|offer|port4011] [--http-only]
 
 Needs root and the Debian packages qemu-system-x86, ipxe-qemu, ovmf, ipxe (boot files), dnsmasq
@@ -38,6 +38,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 MARKER = "WDS-LAB-BOOT-OK"
 CLIENTS = {
     "seabios_ipxe": ["-device", "e1000,netdev=n0,mac=52:54:00:18:01:01"],
+    "ovmf_ipxe": ["-device", "e1000,netdev=n0,mac=52:54:00:18:01:03", "@ovmf"],
     "ovmf_edk2": ["-device", "virtio-net-pci,netdev=n0,romfile=,mac=52:54:00:18:01:02", "@ovmf"],
 }
 SERVER_CODE = """
