@@ -1,7 +1,7 @@
 """Boot real firmware through wds's ProxyDHCP in a namespace lab (a script, not a test).
 
-    python3 tests/pxe/boot_lab.py [--client seabios_ipxe|ovmf_ipxe|ovmf_edk2] [--seconds 120] [--keep-pcap F]
-                                  [--proxy-mode auto|offer|port4011] [--http-only]
+    python3 tests/pxe/boot_lab.py [--client seabios_ipxe|ovmf_ipxe|ovmf_edk2] [--seconds 120]
+                                  [--keep-pcap F] [--proxy-mode auto|offer|port4011] [--http-only]
 
 Needs root and the Debian packages qemu-system-x86, ipxe-qemu, ovmf, ipxe (boot files), dnsmasq
 and tcpdump. The LAN (LAB.md, built with tests/lab/netns.py): a bridge namespace holding the QEMU
