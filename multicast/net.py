@@ -14,6 +14,7 @@ run on one host.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import socket
 import struct
@@ -50,6 +51,8 @@ class SessionLog(logging.LoggerAdapter):  # type: ignore[type-arg]
 
 SOCKET_BUFFER = 4 * 1024 * 1024
 SEND_BUDGET = 64
+#: verified chunks queued for the writer thread before the loop waits for the disk
+MAX_PENDING_WRITES = 16
 
 
 def open_sender_socket(interface: str, ttl: int = 1, *, loopback: bool = True) -> socket.socket:
@@ -220,8 +223,31 @@ class ReceiverService:
         self._timer: asyncio.TimerHandle | None = None
         self._ended: asyncio.Future[int] | None = None
         self.failure: str | None = None
+        # one writer thread: pwrite + fdatasync must not stall the socket loop; FIFO keeps each
+        # chunk's bitmap bit after its data (output.py)
+        self._writer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="wds-writer")
+        self._pending: set[asyncio.Future[None]] = set()
+        self._write_error: BaseException | None = None
 
     async def run(self, timeout: float) -> int:
+        try:
+            code = await self._run(timeout)
+            if self._pending:
+                await asyncio.wait(self._pending)
+        finally:
+            self._writer.shutdown(wait=True)
+        if self._write_error is not None:
+            self.failure = str(self._write_error)
+            return getattr(self._write_error, "exit_code", 1)
+        if code == 0:
+            try:
+                await asyncio.to_thread(self.output.verify_whole)
+            except ImageMismatch as exc:
+                self.failure = str(exc)
+                return exc.exit_code
+        return code
+
+    async def _run(self, timeout: float) -> int:
         loop = asyncio.get_running_loop()
         self._ended = loop.create_future()
         group, _ = await loop.create_datagram_endpoint(
@@ -241,13 +267,32 @@ class ReceiverService:
                 self._top_up_task.cancel()
             group.close()
             feedback.close()
-        if code == 0:
-            try:
-                await asyncio.to_thread(self.output.verify_whole)
-            except ImageMismatch as exc:
-                self.failure = str(exc)
-                return exc.exit_code
         return code
+
+    def _write(self, index: int, data: bytes) -> None:
+        if len(self._pending) >= MAX_PENDING_WRITES:
+            # the disk is behind: block the loop until the writer catches up (bounded memory;
+            # the kernel then drops datagrams, which NAKs and the carousel absorb)
+            try:
+                self._writer.submit(self.output.write_chunk, index, data).result()
+            except Exception as exc:  # reported through run()'s exit code
+                self._write_failed(exc)
+            return
+        loop = asyncio.get_running_loop()
+        future = loop.run_in_executor(self._writer, self.output.write_chunk, index, data)
+        self._pending.add(future)
+        future.add_done_callback(self._written)
+
+    def _written(self, future: asyncio.Future[None]) -> None:
+        self._pending.discard(future)
+        if not future.cancelled() and future.exception() is not None:
+            self._write_failed(future.exception())  # type: ignore[arg-type]
+
+    def _write_failed(self, exc: BaseException) -> None:
+        if self._write_error is None:
+            self._write_error = exc
+            self.log.warning("cannot write: %s", exc)
+        self._end(getattr(exc, "exit_code", 1))
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
         now = asyncio.get_running_loop().time()
@@ -291,7 +336,7 @@ class ReceiverService:
     def _events(self, events: Sequence[object]) -> None:
         for e in events:
             if isinstance(e, WriteChunk):
-                self.output.write_chunk(e.index, e.data)
+                self._write(e.index, e.data)
             elif isinstance(e, Ignored):
                 self.log.debug("ignored: %s", e.reason)
             elif isinstance(e, ChunkRejected):

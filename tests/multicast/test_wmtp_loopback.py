@@ -161,3 +161,41 @@ def test_tool_resumes_after_an_interrupted_run_and_fetches_the_manifest_by_http(
         http.shutdown()
         sender.terminate()
         sender.communicate(timeout=10)
+
+
+def test_disk_error_ends_the_receiver_with_exit_5(tmp_path: Path) -> None:
+    from multicast.output import OutputError
+
+    group, port = _group_for_this_run(), _free_port()
+    if not _multicast_loopback_works(group, port):
+        pytest.skip("multicast on 127.0.0.1 does not work on this host")
+    data = random.Random(23).randbytes(4 * CHUNK)
+    manifest, digest = make_manifest(data)
+
+    class FullDisk(ImageOutput):
+        def write_chunk(self, index: int, data: bytes) -> None:
+            if index == 2:
+                raise OutputError("No space left on device")
+            super().write_chunk(index, data)
+
+    async def main() -> tuple[int, str | None]:
+        loop = asyncio.get_running_loop()
+        settings = SenderSettings(max_rate=20e6, linger=0.2, announce_interval=0.1)
+        sender = Sender(
+            manifest, manifest_digest=digest, source=_Source(data), settings=settings,
+            now=loop.time(),
+        )  # fmt: skip
+        service = SenderService(sender, open_sender_socket(LOOPBACK), (group, port))
+        machine = Receiver(manifest, manifest_digest=digest, rng=random.Random(1), now=loop.time())
+        out = FullDisk(tmp_path / "r.wim", manifest, sync=False)
+        receiver = ReceiverService(
+            machine, out, open_group_socket(group, port, LOOPBACK), open_feedback_socket(LOOPBACK)
+        )
+        sending = asyncio.create_task(service.run(timeout=20.0))
+        code = await receiver.run(timeout=20.0)
+        sending.cancel()
+        out.close()
+        return code, receiver.failure
+
+    code, failure = asyncio.run(main())
+    assert code == 5 and failure is not None and "No space" in failure
