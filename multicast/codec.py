@@ -28,7 +28,8 @@ DATA_HEADER_SIZE: Final = 28
 #: IPv4 header + UDP header: what the MTU must also hold (PROTOCOL.md section 2)
 IP_UDP_OVERHEAD: Final = 28
 MIN_BLOCK_SIZE: Final = 512
-MAX_BLOCK_SIZE: Final = 9000 - IP_UDP_OVERHEAD - DATA_HEADER_SIZE  # 8944, jumbo frames
+# [multicast] mtu allows 576..9216 (jumbo frames): blocks of 520..9160 bytes
+MAX_BLOCK_SIZE: Final = 9216 - IP_UDP_OVERHEAD - DATA_HEADER_SIZE
 MAX_RANGES: Final = 128
 MAX_BITMAP_BITS: Final = 8192
 MAX_BLOCKS_PER_CHUNK: Final = 65535
@@ -87,7 +88,9 @@ def block_size_for_mtu(mtu: int) -> int:
     """Largest DATA payload that fits one unfragmented IPv4 packet (PROTOCOL.md section 2)."""
     size = mtu - IP_UDP_OVERHEAD - DATA_HEADER_SIZE
     if not MIN_BLOCK_SIZE <= size <= MAX_BLOCK_SIZE:
-        raise LocalProtocolError(f"mtu {mtu} gives block size {size}, outside 512..8944")
+        raise LocalProtocolError(
+            f"mtu {mtu} gives block size {size}, outside {MIN_BLOCK_SIZE}..{MAX_BLOCK_SIZE}"
+        )
     return size
 
 

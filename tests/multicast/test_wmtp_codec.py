@@ -242,3 +242,11 @@ def test_manifest_with_wrong_count_on_the_wire_refused() -> None:
     wire[76:80] = (2**31).to_bytes(4, "big")
     with pytest.raises(MalformedManifest, match="above"):
         parse_manifest(bytes(wire))
+
+
+def test_every_configurable_mtu_gives_a_valid_block_size() -> None:
+    # [multicast] mtu is 576..9216 (wds/config.py)
+    assert codec.block_size_for_mtu(576) == 520
+    assert codec.block_size_for_mtu(9216) == codec.MAX_BLOCK_SIZE == 9160
+    with pytest.raises(LocalProtocolError):
+        codec.block_size_for_mtu(9217)
