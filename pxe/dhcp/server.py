@@ -1,4 +1,4 @@
-"""The asyncio adapter of the ProxyDHCP server: two UDP sockets, :func:`decide`, ``sendto``.
+"""The asyncio adapter of the ProxyDHCP server: two UDP sockets, :func:`decide`, ``sendmsg``.
 
 No protocol decision is made here. Each datagram on the DHCP port (67) or the PXE port (4011) is
 parsed and handed to :func:`pxe.dhcp.decide.decide`; a malformed packet (``RemoteProtocolError``)
@@ -6,8 +6,11 @@ or an :class:`Ignore` is logged at DEBUG with its reason and dropped; a :class:`
 its destination, after ``delay`` seconds if configured (bounded: at most ``MAX_PENDING`` replies
 wait at once).
 
-``server_ip`` is the address clients are told (option 54, siaddr): the address of the interface
-the server listens on. A server bound to 0.0.0.0 must be given it explicitly.
+The sockets are non-blocking and watched with ``loop.add_reader`` so that each datagram comes with
+IP_PKTINFO: the interface it arrived on and that interface's address. The address is the
+``server_ip`` clients are told (option 54, siaddr) unless one is configured, and the reply leaves
+through the same interface (``sendmsg`` with IP_PKTINFO), which matters for broadcasts on a host
+with several interfaces.
 """
 
 from __future__ import annotations
@@ -15,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import struct
 from collections.abc import MutableMapping
 from dataclasses import dataclass
 from ipaddress import IPv4Address
-from typing import Any, cast
+from typing import Any
 
-from pxe.dhcp.codec import parse_packet
+from pxe.dhcp.codec import MAX_PACKET_SIZE, parse_packet
 from pxe.dhcp.decide import (
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
@@ -30,6 +34,7 @@ from pxe.dhcp.decide import (
     Reply,
     decide,
 )
+from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, parse_pktinfo
 from wds.errors import RemoteProtocolError
 
 __all__ = ["MAX_PENDING", "ProxyDhcpServer", "ServerPorts"]
@@ -38,15 +43,16 @@ log = logging.getLogger(__name__)
 
 #: delayed replies waiting at once; more are dropped (a flood must not grow memory)
 MAX_PENDING = 256
+#: datagrams read per readiness callback before yielding to the loop
+READ_BATCH = 64
+_IN_PKTINFO = struct.Struct("=i4s4s")
 
 
 class _PacketLog(logging.LoggerAdapter[logging.Logger]):
     def process(self, msg: Any, kwargs: MutableMapping[str, Any]) -> tuple[Any, Any]:
         extra = self.extra or {}
-        return (
-            f"[{extra.get('peer')} {extra.get('mac', '-')} xid={extra.get('xid', '-')}] {msg}",
-            kwargs,
-        )
+        prefix = f"[{extra.get('peer')} {extra.get('mac', '-')} xid={extra.get('xid', '-')}]"
+        return f"{prefix} {msg}", kwargs
 
 
 @dataclass(frozen=True)
@@ -57,35 +63,30 @@ class ServerPorts:
     pxe: int
 
 
-class _Endpoint(asyncio.DatagramProtocol):
-    def __init__(self, server: ProxyDhcpServer, port_kind: PortKind) -> None:
-        self.server = server
-        self.port_kind = port_kind
-        self.transport: asyncio.DatagramTransport | None = None
+@dataclass(frozen=True)
+class _Arrival:
+    """Where a datagram came from and in on."""
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        # asyncio's selector datagram transport does not subclass DatagramTransport in 3.11
-        self.transport = cast(asyncio.DatagramTransport, transport)
-
-    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        self.server._received(self, data, addr)
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("%s socket error: %s", self.port_kind, exc)
+    sock: socket.socket
+    port_kind: PortKind
+    peer: tuple[str, int]
+    ifindex: int  # 0 = unknown
+    local: IPv4Address | None  # the interface's address (IP_PKTINFO spec_dst)
 
 
 class ProxyDhcpServer:
     """Listens on ``dhcp_port`` and ``pxe_port``; see the module docstring.
 
-    ``client_port`` and ``relay_port`` replace the well-known ports 68 and 67 of reply
-    destinations: tests and labs run clients and relays on other ports.
+    ``server_ip`` None = the address of the interface each request arrived on. ``client_port``
+    and ``relay_port`` replace the well-known ports 68 and 67 of reply destinations: tests and
+    labs run clients and relays on other ports.
     """
 
     def __init__(
         self,
         policy: BootPolicy,
         *,
-        server_ip: IPv4Address,
+        server_ip: IPv4Address | None = None,
         bind_address: str = "0.0.0.0",
         dhcp_port: int = DHCP_SERVER_PORT,
         pxe_port: int = 4011,
@@ -102,23 +103,22 @@ class ProxyDhcpServer:
         self._delay = delay
         self._client_port = client_port
         self._relay_port = relay_port
-        self._endpoints: list[_Endpoint] = []
+        self._sockets: list[socket.socket] = []
         self._pending: set[asyncio.TimerHandle] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.replies_sent = 0
         self.packets_dropped = 0
 
     async def start(self) -> ServerPorts:
         """Bind both sockets; returns the bound ports. Raises OSError if a port is taken."""
-        loop = asyncio.get_running_loop()
+        self._loop = asyncio.get_running_loop()
         bound: list[int] = []
         try:
-            for port, kind in zip(self._ports, ("dhcp", "pxe"), strict=True):
+            kinds: tuple[PortKind, PortKind] = ("dhcp", "pxe")
+            for port, kind in zip(self._ports, kinds, strict=True):
                 sock = self._socket(port)
-                _, endpoint = await loop.create_datagram_endpoint(
-                    lambda kind=kind: _Endpoint(self, kind),  # type: ignore[misc]
-                    sock=sock,
-                )
-                self._endpoints.append(endpoint)
+                self._sockets.append(sock)
+                self._loop.add_reader(sock.fileno(), self._readable, sock, kind)
                 bound.append(sock.getsockname()[1])
         except BaseException:
             await self.stop()
@@ -130,15 +130,17 @@ class ProxyDhcpServer:
         for handle in self._pending:
             handle.cancel()
         self._pending.clear()
-        for endpoint in self._endpoints:
-            if endpoint.transport is not None:
-                endpoint.transport.close()
-        self._endpoints.clear()
+        for sock in self._sockets:
+            if self._loop is not None:
+                self._loop.remove_reader(sock.fileno())
+            sock.close()
+        self._sockets.clear()
 
     def _socket(self, port: int) -> socket.socket:
         sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_BROADCAST, 1)  # replies to 255.255.255.255
+            sock.setsockopt(socket.IPPROTO_IP, IP_PKTINFO, 1)
             if self._interface:
                 sock.setsockopt(
                     socket.SOL_SOCKET, socket.SO_BINDTODEVICE, self._interface.encode() + b"\0"
@@ -150,65 +152,87 @@ class ProxyDhcpServer:
             raise
         return sock
 
-    def _received(self, endpoint: _Endpoint, data: bytes, addr: tuple[Any, int]) -> None:
-        peer = f"{addr[0]}:{addr[1]}"
+    def _readable(self, sock: socket.socket, port_kind: PortKind) -> None:
+        for _ in range(READ_BATCH):
+            try:
+                data, ancdata, _flags, addr = sock.recvmsg(MAX_PACKET_SIZE + 1, PKTINFO_SPACE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP errors reported on the socket
+                log.debug("%s socket error: %s", port_kind, exc)
+                return
+            info = parse_pktinfo(ancdata)
+            ifindex, local = (info[0], IPv4Address(info[1])) if info else (0, None)
+            self._received(_Arrival(sock, port_kind, addr, ifindex, local), data)
+
+    def _received(self, arrival: _Arrival, data: bytes) -> None:
+        peer = f"{arrival.peer[0]}:{arrival.peer[1]}"
         try:
             request = parse_packet(data)
         except RemoteProtocolError as exc:
             self.packets_dropped += 1
             log.debug(
-                "[%s] dropped %d bytes on the %s port: %s", peer, len(data), endpoint.port_kind, exc
+                "[%s] dropped %d bytes on the %s port: %s", peer, len(data), arrival.port_kind, exc
             )
             return
-        packet_log = _PacketLog(
-            log,
-            {"peer": peer, "mac": request.hardware_address.hex(":"), "xid": f"{request.xid:#010x}"},
-        )
+        mac, xid = request.hardware_address.hex(":"), f"{request.xid:#010x}"
+        packet_log = _PacketLog(log, {"peer": peer, "mac": mac, "xid": xid})
+        server_ip = self._server_ip or arrival.local
+        if server_ip is None:
+            self.packets_dropped += 1
+            packet_log.debug("ignored: no local address for the interface it came in on")
+            return
         result = decide(
             request,
             self._policy,
-            server_ip=self._server_ip,
-            port_kind=endpoint.port_kind,
-            source_port=addr[1],
+            server_ip=server_ip,
+            port_kind=arrival.port_kind,
+            source_port=arrival.peer[1],
         )
         if isinstance(result, Ignore):
             self.packets_dropped += 1
-            packet_log.debug("ignored on the %s port: %s", endpoint.port_kind, result.reason)
+            packet_log.debug("ignored on the %s port: %s", arrival.port_kind, result.reason)
             return
         if self._delay <= 0:
-            self._send(endpoint, result, packet_log)
+            self._send(arrival, result, packet_log)
             return
         if len(self._pending) >= MAX_PENDING:
             self.packets_dropped += 1
             packet_log.info("dropped: %d delayed replies already waiting", MAX_PENDING)
             return
-        loop = asyncio.get_running_loop()
+        assert self._loop is not None
         handle: asyncio.TimerHandle | None = None
 
         def fire() -> None:
             assert handle is not None
             self._pending.discard(handle)
-            self._send(endpoint, result, packet_log)
+            self._send(arrival, result, packet_log)
 
-        handle = loop.call_later(self._delay, fire)
+        handle = self._loop.call_later(self._delay, fire)
         self._pending.add(handle)
 
-    def _send(self, endpoint: _Endpoint, reply: Reply, packet_log: _PacketLog) -> None:
-        if endpoint.transport is None or endpoint.transport.is_closing():
-            return
+    def _send(self, arrival: _Arrival, reply: Reply, packet_log: _PacketLog) -> None:
+        if arrival.sock.fileno() < 0:
+            return  # stopped
         dest = reply.destination
         port = dest.port
         if dest.relay:
             port = self._relay_port
         elif port == DHCP_CLIENT_PORT:
             port = self._client_port
-        endpoint.transport.sendto(reply.payload, (str(dest.address), port))
+        ancillary = []
+        if arrival.ifindex:
+            # out of the interface the request came in on (matters for 255.255.255.255)
+            pktinfo = _IN_PKTINFO.pack(arrival.ifindex, bytes(4), bytes(4))
+            ancillary.append((socket.IPPROTO_IP, IP_PKTINFO, pktinfo))
+        try:
+            arrival.sock.sendmsg([reply.payload], ancillary, 0, (str(dest.address), port))
+        except OSError as exc:
+            packet_log.warning("%s to %s:%d not sent: %s", reply.kind, dest.address, port, exc)
+            return
         self.replies_sent += 1
+        named = reply.packet.file or reply.packet.option(67) or b"boot file on port 4011"
+        boot_file = named.decode("utf-8", "replace")
         packet_log.info(
-            "%s to %s:%d: %s (%s)",
-            reply.kind,
-            dest.address,
-            port,
-            reply.packet.file.decode("utf-8", "replace") or "boot file on port 4011",
-            reply.client.arch,
+            "%s to %s:%d: %s (%s)", reply.kind, dest.address, port, boot_file, reply.client.arch
         )

@@ -39,7 +39,8 @@ logging.basicConfig(level=logging.DEBUG, stream=sys.stdout, format="%(name)s %(m
 ip = IPv4Address(sys.argv[1])
 policy = ConfigBootPolicy(PxeConfig(), http_url=f"http://{ip}:8080/")
 async def main():
-    server = ProxyDhcpServer(policy, server_ip=ip, interface="eth0")
+    # no server_ip, no interface: both come from IP_PKTINFO of each request
+    server = ProxyDhcpServer(policy)
     await server.start()
     print("READY", flush=True)
     await asyncio.sleep(60)  # bounded; the lab stops it long before

@@ -61,9 +61,9 @@ async def lab(**server_kw: Any) -> AsyncIterator[Lab]:
     transport, client = await loop.create_datagram_endpoint(_Client, local_addr=("127.0.0.1", 0))
     client_port = transport.get_extra_info("sockname")[1]
     policy = ConfigBootPolicy(PxeConfig(), http_url="http://127.0.0.1:8080/")
+    server_kw.setdefault("server_ip", LOOPBACK)
     server = ProxyDhcpServer(
         policy,
-        server_ip=LOOPBACK,
         bind_address="127.0.0.1",
         dhcp_port=0,
         pxe_port=0,
@@ -92,6 +92,16 @@ def test_proxy_offer_over_loopback() -> None:
             assert offer.option(53) == b"\x02" and offer.file == b"undionly.kpxe"
             assert offer.option(54) == LOOPBACK.packed and offer.xid == 0x1234ABCD
             assert env.server.replies_sent == 1
+
+    run(scenario)
+
+
+def test_server_ip_comes_from_the_arrival_interface_when_not_configured() -> None:
+    async def scenario() -> None:
+        async with lab(server_ip=None) as env:
+            env.send(discover(ciaddr=LOOPBACK), env.ports.dhcp)
+            offer, _ = await env.reply()
+            assert offer.option(54) == LOOPBACK.packed and offer.siaddr == LOOPBACK
 
     run(scenario)
 
