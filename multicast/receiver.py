@@ -41,6 +41,7 @@ from multicast.events import (
     TransferFailed,
     WriteChunk,
 )
+from wds.errors import LocalProtocolError
 
 Event = Ignored | WriteChunk | ChunkRejected | SwitchToUnicast | TransferComplete | TransferFailed
 PAGE_BYTES = MAX_BITMAP_BITS // 8
@@ -117,7 +118,7 @@ class Receiver:
         self._have = bytearray((count + 7) // 8)
         if have is not None:
             if len(have) != len(self._have):
-                raise ValueError("resume bitmap does not fit this manifest")
+                raise LocalProtocolError("resume bitmap does not fit this manifest")
             self._have[:] = have
             spare = -count % 8
             if spare:
@@ -186,6 +187,7 @@ class Receiver:
         times: list[float] = []
         if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED, ReceiverState.UNICAST):
             times.append(self._last_heard + self.settings.sender_timeout)
+        if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):  # the states that NAK
             times.extend(ch.nak_due for ch in self._open.values() if ch.nak_due is not None)
         if self._next_report is not None:
             times.append(self._next_report)

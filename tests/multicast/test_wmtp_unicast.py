@@ -192,3 +192,28 @@ def test_fetch_whole_is_bounded() -> None:
 
     got, refusal = asyncio.run(main())
     assert got == b"m" * 5000 and "more than" in refusal
+
+
+def test_redirected_receiver_does_not_spin_on_nak_timers() -> None:
+    # multicast DATA may still arrive after a REDIRECT; its gaps must not arm a timer that is
+    # never served (the adapter would spin on a timer in the past)
+    from multicast.codec import DataBlock
+
+    data = random.Random(7).randbytes(2 * CHUNK)
+    receiver = _redirected_receiver(data)
+    m = receiver.manifest
+    for block in (0, 5):  # blocks 1..4 missing: gaps
+        payload = data[block * m.block_size : (block + 1) * m.block_size]
+        dgram = build_datagram(DataBlock(m.session_id, block, 0, block, payload))
+        receiver.receive(dgram, SENDER, 1.0)
+    receiver.handle_timer(1.5)
+    timer = receiver.next_timer()
+    assert timer is not None and timer > 1.5
+
+
+def test_resume_bitmap_of_the_wrong_size_is_a_local_error() -> None:
+    from wds.errors import LocalProtocolError
+
+    manifest, digest = make_manifest(b"x" * CHUNK)
+    with pytest.raises(LocalProtocolError):
+        Receiver(manifest, manifest_digest=digest, rng=random.Random(1), now=0.0, have=b"\0\0")
