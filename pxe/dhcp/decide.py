@@ -102,6 +102,7 @@ class ClientIdentity:
     ipxe: bool  # user class "iPXE" or option 175: iPXE is already running
     http: bool  # UEFI HTTP Boot client: wants a URL
     relayed: bool  # came through a relay agent (giaddr set)
+    server_ip: IPv4Address = ZERO_ADDRESS  # our address the client reached (for URLs)
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,7 @@ def _decide(
     server_id = server_id_of(request)
     if port_kind == "pxe" and server_id is not None and server_id != server_ip:
         return Ignore(f"addressed to boot server {server_id}, not {server_ip}")
-    client = identify(request)
+    client = identify(request, server_ip=server_ip)
     if port_kind == "pxe" and client.http:
         return Ignore("HTTP Boot clients are answered on port 67 only")
     decision = policy.boot_for(client)
@@ -198,7 +199,7 @@ def _decide(
     return Reply(kind, packet, payload, _destination(request, port_kind, source_port), client)
 
 
-def identify(request: DhcpPacket) -> ClientIdentity:
+def identify(request: DhcpPacket, *, server_ip: IPv4Address = ZERO_ADDRESS) -> ClientIdentity:
     """The client's identity from its request; raises RemoteProtocolError if options are bad."""
     vendor = vendor_class_of(request) or b""
     arches = client_arches_of(request)
@@ -213,6 +214,7 @@ def identify(request: DhcpPacket) -> ClientIdentity:
         ipxe=b"iPXE" in user_classes or request.option(OptionCode.IPXE_ENCAPSULATED) is not None,
         http=vendor.startswith(HTTP_CLIENT) or arch.http,
         relayed=request.giaddr != ZERO_ADDRESS,
+        server_ip=server_ip,
     )
 
 

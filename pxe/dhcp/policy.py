@@ -102,12 +102,16 @@ class ConfigBootPolicy:
         self,
         config: PxeConfig,
         *,
-        http_url: str,
+        http_url: str = "",
+        http_port: int = 8080,
         devices: DeviceLookup | None = None,
         next_server: IPv4Address | None = None,
     ) -> None:
+        """URLs start with ``[pxe] http_url``, else ``http_url``, else
+        ``http://ADDRESS:http_port/`` with the address the client reached us on."""
         self._config = config
         self._http_url = config.http_url or http_url
+        self._http_port = http_port
         self._devices = devices if devices is not None else InMemoryDeviceTable()
         self._next_server = next_server
 
@@ -123,7 +127,7 @@ class ConfigBootPolicy:
             script = (device.ipxe_script if device else "") or config.boot.ipxe_script
             if not script:
                 return Ignore("iPXE client but [pxe.boot] ipxe_script is empty")
-            return BootDecision(self._url(script), self._next_server, "offer")
+            return BootDecision(self._url(script, client), self._next_server, "offer")
         if client.arch.firmware is Firmware.OTHER:
             return Ignore(f"no boot files for architecture {client.arch}")
         key = client.arch.firmware.value
@@ -131,7 +135,7 @@ class ConfigBootPolicy:
         if not boot_file:
             return Ignore(f"no boot file for {client.arch}: [pxe.boot] {key} is empty")
         if client.http:
-            return BootDecision(self._url(boot_file), self._next_server, "offer")
+            return BootDecision(self._url(boot_file, client), self._next_server, "offer")
         return BootDecision(boot_file, self._next_server, self._delivery(client))
 
     def _delivery(self, client: ClientIdentity) -> Literal["offer", "port4011"]:
@@ -140,7 +144,8 @@ class ConfigBootPolicy:
             return mode
         return "offer" if client.arch.firmware is Firmware.BIOS else "port4011"
 
-    def _url(self, path: str) -> str:
+    def _url(self, path: str, client: ClientIdentity) -> str:
         if path.startswith(("http://", "https://")):
             return path
-        return self._http_url.rstrip("/") + "/" + path.lstrip("/")
+        base = self._http_url or default_http_url(client.server_ip, self._http_port)
+        return base.rstrip("/") + "/" + path.lstrip("/")

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from pxe.dhcp.codec import MAX_PACKET_SIZE, parse_packet
+from pxe.dhcp.codec import MAX_PACKET_SIZE, ZERO_ADDRESS, parse_packet
 from pxe.dhcp.decide import (
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
@@ -34,10 +34,12 @@ from pxe.dhcp.decide import (
     Reply,
     decide,
 )
+from pxe.dhcp.policy import ConfigBootPolicy, DeviceLookup
 from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, parse_pktinfo
+from wds.config import Config
 from wds.errors import RemoteProtocolError
 
-__all__ = ["MAX_PENDING", "ProxyDhcpServer", "ServerPorts"]
+__all__ = ["MAX_PENDING", "ProxyDhcpServer", "ServerPorts", "run_proxy_dhcp"]
 
 log = logging.getLogger(__name__)
 
@@ -236,3 +238,40 @@ class ProxyDhcpServer:
         packet_log.info(
             "%s to %s:%d: %s (%s)", reply.kind, dest.address, port, boot_file, reply.client.arch
         )
+
+
+async def run_proxy_dhcp(
+    config: Config,
+    *,
+    devices: DeviceLookup | None = None,
+    ready: asyncio.Future[ServerPorts] | None = None,
+    stop: asyncio.Event | None = None,
+    client_port: int = DHCP_CLIENT_PORT,
+    relay_port: int = DHCP_SERVER_PORT,
+) -> None:
+    """Serve ``[pxe]`` until ``stop`` is set (or the task is cancelled); ``ready`` gets the ports.
+
+    Binds ``[server] address`` (and ``interface``); the address clients are told is that address,
+    or with 0.0.0.0 the address of the interface each request arrives on.
+    """
+    pxe = config.pxe
+    address = IPv4Address(config.server.address)
+    policy = ConfigBootPolicy(pxe, http_port=config.http.port, devices=devices)
+    server = ProxyDhcpServer(
+        policy,
+        server_ip=None if address == ZERO_ADDRESS else address,
+        bind_address=str(address),
+        dhcp_port=pxe.dhcp_port,
+        pxe_port=pxe.pxe_port,
+        interface=config.server.interface,
+        delay=pxe.delay,
+        client_port=client_port,
+        relay_port=relay_port,
+    )
+    ports = await server.start()
+    if ready is not None and not ready.done():
+        ready.set_result(ports)
+    try:
+        await (stop or asyncio.Event()).wait()
+    finally:
+        await server.stop()

@@ -335,6 +335,16 @@ def test_policy_sees_a_client_identity() -> None:
     assert client.vendor_class == "PXEClient:Arch:00000:UNDI:002001"
 
 
+def test_urls_default_to_the_address_the_client_reached() -> None:
+    pol = ConfigBootPolicy(PxeConfig(), http_port=8081)
+    r = reply(uefi(7, extra=(DhcpOption(77, b"iPXE"),)), pol)
+    assert r.packet.file == b"http://198.18.0.1:8081/boot.ipxe"
+    configured = ConfigBootPolicy(replace(PxeConfig(), http_url="http://198.18.0.9/wds"))
+    assert reply(uefi(7, extra=(DhcpOption(77, b"iPXE"),)), configured).packet.file == (
+        b"http://198.18.0.9/wds/boot.ipxe"
+    )
+
+
 def test_default_http_url() -> None:
     assert default_http_url(SERVER, 8080) == "http://198.18.0.1:8080/"
     assert default_http_url(SERVER, 80) == "http://198.18.0.1/"

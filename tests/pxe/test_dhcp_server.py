@@ -20,8 +20,8 @@ from dhcp_strategies import discover
 
 from pxe.dhcp.codec import DhcpOption, DhcpPacket, build_packet, parse_packet
 from pxe.dhcp.policy import ConfigBootPolicy
-from pxe.dhcp.server import ProxyDhcpServer, ServerPorts
-from wds.config import PxeConfig
+from pxe.dhcp.server import ProxyDhcpServer, ServerPorts, run_proxy_dhcp
+from wds.config import PxeConfig, parse_config
 
 LOOPBACK = IPv4Address("127.0.0.1")
 TIMEOUT = 5.0
@@ -197,5 +197,35 @@ def test_busy_port_raises_and_leaves_nothing_open() -> None:
             )
             with pytest.raises(OSError):
                 await other.start()
+
+    run(scenario)
+
+
+def test_run_proxy_dhcp_from_config() -> None:
+    config = parse_config(
+        '[server]\naddress = "127.0.0.1"\n[pxe]\ndhcp_port = 0\npxe_port = 0\n[http]\nport = 8088\n'
+    )
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        transport, client = await loop.create_datagram_endpoint(
+            _Client, local_addr=("127.0.0.1", 0)
+        )
+        port = transport.get_extra_info("sockname")[1]
+        ready: asyncio.Future[ServerPorts] = loop.create_future()
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            run_proxy_dhcp(config, ready=ready, stop=stop, client_port=port, relay_port=port)
+        )
+        try:
+            ports = await asyncio.wait_for(ready, TIMEOUT)
+            request = discover(ciaddr=LOOPBACK, extra=(DhcpOption(77, b"iPXE"),))
+            transport.sendto(build_packet(request), ("127.0.0.1", ports.dhcp))
+            data, _ = await asyncio.wait_for(client.received.get(), TIMEOUT)
+            assert parse_packet(data).file == b"http://127.0.0.1:8088/boot.ipxe"
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, TIMEOUT)
+            transport.close()
 
     run(scenario)
