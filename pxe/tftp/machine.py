@@ -44,6 +44,10 @@ from wds.errors import LocalProtocolError, RemoteProtocolError
 CLOCK_GRANULARITY = 0.001
 #: largest retransmission timeout after backoff, seconds
 MAX_RTO = 60.0
+#: largest UDP payload of one IPv4 datagram: the most one datagram group may hold
+MAX_GROUP_BYTES = 65507
+#: (buffers laid end to end, size of each datagram, number of datagrams)
+DatagramGroup = tuple[list[bytes | memoryview], int, int]
 #: shortest gap between two bursts of a paced window (the event loop's timer resolution)
 MIN_PACE = 0.001
 
@@ -158,23 +162,45 @@ class ReadTransfer:
         DATA packets are built while the caller iterates (header + slice of the file), so the
         first one is on the wire before the last one exists.
         """
+        join = b"".join
+        return (join(iov) for iov, _size, _count in self.datagram_groups(1))
+
+    def datagram_groups(self, max_count: int = 64) -> Iterable[DatagramGroup]:
+        """The same datagrams, as runs of up to ``max_count`` consecutive equal-sized DATA packets.
+
+        Each group is ``(iovec, size, count)``: ``count`` datagrams of ``size`` bytes laid end to
+        end in the buffers of ``iovec`` (header, payload slice, header, ...); only the last may be
+        shorter. An adapter can hand a group to the kernel in one call (UDP segmentation offload)
+        or send it datagram by datagram. A group never exceeds 65507 bytes (one IPv4 datagram).
+        """
         items = self._out
         if not items:
             return ()
         self._out = []
-        return self._build(items)
+        return self._groups(items, max_count)
 
-    def _build(self, items: list[bytes | tuple[int, int]]) -> Iterator[bytes]:
-        data, bs, headers, join = self.data, self.blksize, DATA_HEADERS, b"".join
+    def _groups(
+        self, items: list[bytes | tuple[int, int]], max_count: int
+    ) -> Iterator[DatagramGroup]:
+        data, bs, headers = self.data, self.blksize, DATA_HEADERS
+        size = bs + 4
+        per_group = max(1, min(max_count, MAX_GROUP_BYTES // size))
         for item in items:
             if isinstance(item, bytes):
-                yield item
+                yield [item], len(item), 1
                 continue
             first, last = item
             offset = (first - 1) * bs
-            for block in range(first, last + 1):
-                yield join((headers[block & 0xFFFF], data[offset : offset + bs]))
-                offset += bs
+            while first <= last:
+                end = min(last, first + per_group - 1)
+                iov: list[bytes | memoryview] = []
+                append = iov.append
+                for block in range(first, end + 1):
+                    append(headers[block & 0xFFFF])
+                    append(data[offset : offset + bs])
+                    offset += bs
+                yield iov, size, end - first + 1
+                first = end + 1
 
     def stranger_replies(self) -> list[tuple[bytes, tuple[str, int]]]:
         """ERROR 5 datagrams for senders that are not this transfer's client (RFC 1350 TID)."""

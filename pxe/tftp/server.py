@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import socket
+import struct
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
@@ -52,6 +54,13 @@ MAX_TRANSFER_DATAGRAM = 1024
 #: clients whose last effective window is remembered for their next transfer
 HISTORY_SIZE = 4096
 SEND_BUFFER = 4 * 1024 * 1024
+#: UDP generic segmentation offload (<linux/udp.h>): one sendmsg, many datagrams
+SOL_UDP = getattr(socket, "SOL_UDP", 17)
+UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
+#: UDP_MAX_SEGMENTS of the kernel
+GSO_MAX_SEGMENTS = 64
+_GSO_UNSUPPORTED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
+_GSO_CMSG: dict[int, list[tuple[int, int, bytes]]] = {}
 
 
 @dataclass
@@ -70,6 +79,7 @@ class _Session:
     timer: asyncio.TimerHandle | None = None
     deadline: float = 0.0
     send_failures: int = 0
+    gso: bool = True  # send window bursts with UDP segmentation offload
 
     @property
     def machine(self) -> ReadTransfer:
@@ -79,8 +89,12 @@ class _Session:
 class TftpServer:
     """A TFTP read-only server. ``await start()`` binds and returns (address, port)."""
 
-    def __init__(self, config: TftpConfig, *, source: FileSource | None = None) -> None:
+    def __init__(
+        self, config: TftpConfig, *, source: FileSource | None = None, gso: bool = True
+    ) -> None:
         self.config = config
+        #: try UDP segmentation offload for window bursts (falls back per transfer by itself)
+        self.gso = gso
         self.cache = SharedFileCache()
         self.source: FileSource = source or RootFileSource(
             Path(config.root), case_insensitive=config.case_insensitive, cache=self.cache
@@ -244,7 +258,7 @@ class TftpServer:
             prepared.served.close()
             self._release_slot(client[0])
             return
-        session = _Session(prepared, client, sock)
+        session = _Session(prepared, client, sock, gso=self.gso)
         self._sessions[client] = session
         loop = self._loop
         assert loop is not None
@@ -293,13 +307,18 @@ class TftpServer:
 
     def _flush(self, session: _Session) -> None:
         machine = session.machine
-        out = machine.datagrams_to_send()
-        if out:
-            sendto = session.sock.sendto
+        groups = machine.datagram_groups(GSO_MAX_SEGMENTS if session.gso else 1)
+        if groups:
+            sock = session.sock
             client = session.client
             try:
-                for datagram in out:
-                    sendto(datagram, client)
+                for iov, size, count in groups:
+                    if count == 1:
+                        sock.sendto(b"".join(iov), client)
+                    elif session.gso:
+                        self._send_group(session, iov, size)
+                    else:
+                        _send_each(sock, iov, client)
             except (BlockingIOError, InterruptedError):
                 # the socket buffer is full: the rest counts as lost, the timer resends it
                 session.send_failures += 1
@@ -319,6 +338,22 @@ class TftpServer:
                 session.timer.cancel()
             session.deadline = deadline
             session.timer = self._call_at(deadline, self._on_timer, session)
+
+    def _send_group(self, session: _Session, iov: list[bytes | memoryview], size: int) -> None:
+        """Hand ``count`` datagrams to the kernel in one call (UDP_SEGMENT, Linux 4.18+)."""
+        ancillary = _GSO_CMSG.get(size)
+        if ancillary is None:
+            ancillary = _GSO_CMSG[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
+        try:
+            session.sock.sendmsg(iov, ancillary, 0, session.client)
+        except OSError as exc:
+            if exc.errno not in _GSO_UNSUPPORTED:
+                raise
+            # no segmentation offload on this path (old kernel, a route MTU below the segment):
+            # this transfer sends datagram by datagram from now on
+            session.gso = False
+            peer_log(session.client).debug("UDP segmentation offload unavailable: %s", exc)
+            _send_each(session.sock, iov, session.client)
 
     def _on_timer(self, session: _Session) -> None:
         session.timer = None
@@ -457,6 +492,13 @@ class PeerLog(_Adapter):
 
 def peer_log(client: tuple[str, int]) -> PeerLog:
     return PeerLog(log, {"peer": f"{client[0]}:{client[1]}"})
+
+
+def _send_each(sock: socket.socket, iov: list[bytes | memoryview], client: tuple[str, int]) -> None:
+    """Send a datagram group one datagram (header + payload, two buffers) at a time."""
+    join = b"".join
+    for i in range(0, len(iov), 2):
+        sock.sendto(join(iov[i : i + 2]), client)
 
 
 def _not_started(*_args: object) -> asyncio.TimerHandle:

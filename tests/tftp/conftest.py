@@ -21,9 +21,9 @@ T = TypeVar("T")
 class ServerThread:
     """A TftpServer running on its own event loop; state is read on that loop's thread."""
 
-    def __init__(self, config: TftpConfig) -> None:
+    def __init__(self, config: TftpConfig, *, gso: bool = True) -> None:
         self.loop = asyncio.new_event_loop()
-        self.server = TftpServer(config)
+        self.server = TftpServer(config, gso=gso)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.address: tuple[str, int] = ("", 0)
 
@@ -70,7 +70,7 @@ def served_dir(tmp_path: Path) -> Path:
 def make_server(served_dir: Path) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
-    def make(**overrides: Any) -> ServerThread:
+    def make(*, gso: bool = True, **overrides: Any) -> ServerThread:
         base = TftpConfig(
             address=overrides.pop("address", "127.0.0.1"),
             port=0,
@@ -79,7 +79,7 @@ def make_server(served_dir: Path) -> Iterator[Callable[..., ServerThread]]:
             min_timeout=0.02,
             max_retries=3,
         )
-        s = ServerThread(dataclasses.replace(base, **overrides))
+        s = ServerThread(dataclasses.replace(base, **overrides), gso=gso)
         s.start()
         started.append(s)
         return s

@@ -404,3 +404,25 @@ def test_malformed_blksize_is_ignored(value: str) -> None:
 def test_malformed_timeout_is_ignored(value: str) -> None:
     n = negotiate((("timeout", value),), file_size=1, limits=OptionLimits())
     assert n.timeout is None and n.oack == ()
+
+
+@pytest.mark.parametrize(("blksize", "windowsize"), [(512, 64), (1468, 16), (8192, 16), (65464, 4)])
+def test_datagram_groups_are_the_datagrams_laid_end_to_end(blksize: int, windowsize: int) -> None:
+    data = content(blksize * windowsize - 3)  # the last block of the window is short
+    plain = make(data, blksize=blksize, windowsize=windowsize)
+    grouped = make(data, blksize=blksize, windowsize=windowsize)
+    for t in (plain, grouped):
+        t.start(0.0)
+        list(t.datagrams_to_send())
+        t.receive(ack(0), PEER, 0.0)
+    expected = list(plain.datagrams_to_send())
+    groups = list(grouped.datagram_groups(64))
+    flat: list[bytes] = []
+    for iov, size, count in groups:
+        buffer = b"".join(iov)
+        assert len(buffer) <= 65507 and count <= 64
+        assert [len(buffer[i : i + size]) for i in range(0, len(buffer), size)][:-1] == [size] * (
+            count - 1
+        )
+        flat += [buffer[i : i + size] for i in range(0, len(buffer), size)]
+    assert flat == expected

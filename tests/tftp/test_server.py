@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import logging
 import os
@@ -11,6 +12,7 @@ import stat
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import tftpy
@@ -29,6 +31,8 @@ from pxe.tftp.codec import (
     parse_packet,
 )
 from pxe.tftp.netif import interface_mtu
+from pxe.tftp.server import TftpServer
+from wds.config import TftpConfig
 
 MakeServer = Callable[..., ServerThread]
 
@@ -73,10 +77,11 @@ def test_tftpy_fetch(
     assert server.call(lambda: server.server.completed) == 1
 
 
-def test_windowed_fetch_and_tsize(make_server: MakeServer, served_dir: Path) -> None:
+@pytest.mark.parametrize("gso", [True, False])
+def test_windowed_fetch_and_tsize(make_server: MakeServer, served_dir: Path, gso: bool) -> None:
     data = content(1_000_003)
     (served_dir / "big.bin").write_bytes(data)
-    server = make_server()
+    server = make_server(gso=gso)
     with RawClient() as c:
         r = c.fetch(
             server.address,
@@ -503,3 +508,26 @@ def fuzz_server(tmp_path_factory: pytest.TempPathFactory) -> object:
     server.start()
     yield server
     server.stop()
+
+
+def test_segmentation_offload_falls_back_to_single_datagrams() -> None:
+    """A kernel or route that refuses UDP_SEGMENT: the group goes out datagram by datagram."""
+
+    class RefusingSocket:
+        def __init__(self) -> None:
+            self.sent: list[bytes] = []
+
+        def sendmsg(self, *_args: object) -> int:
+            raise OSError(errno.EIO, "no segmentation offload")
+
+        def sendto(self, data: bytes, _addr: object) -> int:
+            self.sent.append(data)
+            return len(data)
+
+    sock = RefusingSocket()
+    session = SimpleNamespace(sock=sock, client=("127.0.0.1", 9), gso=True)
+    iov: list[bytes | memoryview] = [b"\0\3\0\1", memoryview(b"aaaa"), b"\0\3\0\2", b"bb"]
+    server = TftpServer(TftpConfig(port=0))
+    server._send_group(session, iov, 8)  # type: ignore[arg-type]
+    assert session.gso is False
+    assert sock.sent == [b"\0\3\0\1aaaa", b"\0\3\0\2bb"]

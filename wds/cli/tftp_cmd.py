@@ -63,6 +63,11 @@ def register(sub: Any) -> None:
         action="store_true",
         help="no round-trip measurement or adaptive window (plain RFC 1350 timeouts)",
     )
+    p.add_argument(
+        "--no-gso",
+        action="store_true",
+        help="send every datagram with its own system call (no UDP segmentation offload)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -107,7 +112,7 @@ def run(args: argparse.Namespace) -> int:
     config = tftp_config_from_args(args)
     _raise_file_limit(config.max_transfers + 64)
     try:
-        asyncio.run(_serve(config))
+        asyncio.run(_serve(config, gso=not args.no_gso))
     except OSError as exc:
         print(
             f"wds: error: cannot listen on {config.address}:{config.port}: {exc}", file=sys.stderr
@@ -116,14 +121,14 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _serve(config: TftpConfig) -> None:
+async def _serve(config: TftpConfig, *, gso: bool = True) -> None:
     from pxe.tftp.server import TftpServer
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    server = TftpServer(config)
+    server = TftpServer(config, gso=gso)
     host, port = await server.start()
     print(f"wds tftp: serving {config.root} on {host}:{port}", flush=True)
     try:
