@@ -260,6 +260,12 @@ class ReceiverService:
         try:
             self._step()
             code = await asyncio.wait_for(asyncio.shield(self._ended), timeout)
+        except (TimeoutError, asyncio.CancelledError):
+            # interrupted: say so (REPORT LEAVE), so the sender stops counting us at once
+            self._events(self.receiver.leave(loop.time()))
+            for data, to in self.receiver.datagrams_to_send(loop.time()):
+                feedback.sendto(data, to)
+            raise
         finally:
             if self._timer is not None:
                 self._timer.cancel()

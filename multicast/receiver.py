@@ -179,6 +179,14 @@ class Receiver:
                 self._accept(index, data, now)
         return self._drain()
 
+    def leave(self, now: float) -> list[Event]:
+        """Give up (interrupted, timed out): tell the sender with REPORT(LEAVE), then FAILED."""
+        if self.state in (ReceiverState.JOINED, ReceiverState.LISTENING):
+            if self._sender is not None:
+                self._send_report(0, ReportFlags.LEAVE)
+            self._fail("left the session")
+        return self._drain()
+
     def datagrams_to_send(self, now: float) -> list[tuple[bytes, Address]]:
         out, self._out = self._out, []
         return out

@@ -446,3 +446,18 @@ def test_join_policy_and_receiver_bound_are_enforced() -> None:
     assert sum(isinstance(e, ReceiverJoined) for e in bounded.sender_events) == 2
     refusals = [e for e in bounded.sender_events if "receivers already" in getattr(e, "reason", "")]
     assert refusals
+
+
+def test_a_receiver_that_leaves_is_no_longer_counted() -> None:
+    from multicast.events import ReceiverLeft
+
+    lan = Lan(IMAGE * 4, settings=SenderSettings(max_rate=1e6, linger=0.2))
+    quitter = lan.add_client()
+    lan.add_client()
+    lan.run(until=0.3)
+    assert lan.sender.active_receivers == 2
+    lan._handle_client_events(quitter, quitter.machine.leave(lan.now))
+    lan.pump()
+    left = [e for e in lan.sender_events if isinstance(e, ReceiverLeft)]
+    assert [e.reason for e in left] == ["left"] and lan.sender.active_receivers == 1
+    assert quitter.failed == "left the session"
