@@ -58,7 +58,7 @@ from pxe.dhcp.options import (
     user_classes_of,
     vendor_class_of,
 )
-from wds.errors import RemoteProtocolError
+from wds.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
     "BootDecision",
@@ -195,7 +195,11 @@ def _decide(
     kind = ReplyKind.PROXY_OFFER if port_kind == "dhcp" else ReplyKind.PXE_ACK
     packet = _reply_packet(request, client, decision, kind, server_ip)
     size = min(max_message_size_of(request) or 576, MAX_PACKET_SIZE)
-    payload = build_packet(packet, max_size=size - 28)  # RFC 2131: minus IP and UDP headers
+    try:
+        payload = build_packet(packet, max_size=size - 28)  # RFC 2131: minus IP and UDP headers
+    except LocalProtocolError as exc:
+        # the peer controls the echoed options (97, 82): a reply that cannot fit is not sent
+        return Ignore(f"reply does not fit in {size} bytes: {exc}")
     return Reply(kind, packet, payload, _destination(request, port_kind, source_port), client)
 
 

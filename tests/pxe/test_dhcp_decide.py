@@ -262,6 +262,12 @@ def test_replies_are_padded_and_respect_the_clients_max_size() -> None:
 # --- what is not answered ----------------------------------------------------------------------
 
 
+def test_echoed_options_too_big_for_a_reply_are_an_ignore_not_a_crash() -> None:
+    huge_agent_info = bytes(1200)  # RFC 3396 lets a peer send it; the reply cannot carry it
+    result = answer(discover(giaddr=RELAY, extra=(DhcpOption(82, huge_agent_info),)))
+    assert isinstance(result, Ignore) and result.reason.startswith("reply does not fit in 576")
+
+
 def test_wrong_message_type_for_the_port() -> None:
     assert answer(discover(message_type=3)) == Ignore(
         "DHCPREQUEST on the dhcp port: only DHCPDISCOVER is answered"
@@ -351,10 +357,28 @@ def test_default_http_url() -> None:
 
 
 @settings(max_examples=300, deadline=None)
-@given(packets(max_total=400), option_lists(max_total=300), st.sampled_from([0, 7, 11, 16]))
-def test_decide_never_raises(packet: DhcpPacket, extra: tuple[DhcpOption, ...], arch: int) -> None:
-    """Random headers and options on top of a PXE client's DISCOVER/REQUEST: Reply or Ignore."""
-    extra = tuple(o for o in extra if o.code not in (53, 60, 93))
+@given(
+    packets(max_total=400),
+    option_lists(max_total=300),
+    st.sampled_from([0, 7, 11, 16]),
+    st.none() | st.binary(max_size=1200),
+    st.none() | st.binary(max_size=40),
+)
+def test_decide_never_raises(
+    packet: DhcpPacket,
+    extra: tuple[DhcpOption, ...],
+    arch: int,
+    agent_info: bytes | None,
+    boot_item: bytes | None,
+) -> None:
+    """Random headers and options on top of a PXE client's DISCOVER/REQUEST: Reply or Ignore.
+
+    Option 82 (echoed, any size) and option 43 (read on port 4011) are drawn on purpose."""
+    extra = tuple(o for o in extra if o.code not in (43, 53, 60, 82, 93, 97))
+    if agent_info is not None:
+        extra += (DhcpOption(82, agent_info),)
+    if boot_item is not None:
+        extra += (DhcpOption(43, boot_item),)
     for message_type, port_kind in ((1, "dhcp"), (3, "pxe")):
         base = uefi(arch, message_type=message_type, extra=extra)
         for request in (base, replace(packet, options=base.options)):
@@ -362,3 +386,4 @@ def test_decide_never_raises(packet: DhcpPacket, extra: tuple[DhcpOption, ...], 
             assert isinstance(result, Reply | Ignore)
             if isinstance(result, Reply):
                 assert parse_packet(result.payload) == result.packet
+                assert len(result.payload) <= 576
