@@ -9,6 +9,7 @@ other receivers' NAKs), adapts its rate to reported loss (AIMD) and flags slow r
 
 from __future__ import annotations
 
+import datetime
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -114,6 +115,15 @@ class SenderSettings:
             raise LocalProtocolError(f"repair_share must be between 0 and 1, got {self}")
         if self.max_receivers < 1 or self.max_repair_blocks < 1 or self.slow_window <= 0:
             raise LocalProtocolError(f"bounds must be positive, got {self}")
+
+
+def start_at_on_clock(iso: str, *, wall_now: float, clock_now: float) -> float | None:
+    """``[[session]] start_at`` (ISO 8601; local time when it names no zone) on the clock the
+    machine is driven with: ``wall_now`` is ``time.time()`` and ``clock_now`` that clock's now,
+    both read by the adapter at the same moment. Empty: None."""
+    if not iso:
+        return None
+    return clock_now + (datetime.datetime.fromisoformat(iso).timestamp() - wall_now)
 
 
 def sender_settings(

@@ -461,3 +461,16 @@ def test_a_receiver_that_leaves_is_no_longer_counted() -> None:
     left = [e for e in lan.sender_events if isinstance(e, ReceiverLeft)]
     assert [e.reason for e in left] == ["left"] and lan.sender.active_receivers == 1
     assert quitter.failed == "left the session"
+
+
+def test_start_at_is_put_on_the_machine_clock() -> None:
+    import datetime
+
+    from multicast.sender import start_at_on_clock
+
+    wall = datetime.datetime(2026, 12, 1, 17, 0, tzinfo=datetime.UTC).timestamp()
+    at = start_at_on_clock("2026-12-01T18:00:00+01:00", wall_now=wall, clock_now=100.0)
+    assert at == 100.0  # 18:00+01:00 is 17:00 UTC: now
+    at = start_at_on_clock("2026-12-01T17:30:00Z", wall_now=wall, clock_now=100.0)
+    assert at == 1900.0
+    assert start_at_on_clock("", wall_now=wall, clock_now=5.0) is None
