@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require_tool
+from wds_testsupport import require_tool
 
 
 @dataclass(frozen=True)
