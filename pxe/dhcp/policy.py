@@ -11,12 +11,15 @@
   may name its own.
 * ``proxy_mode`` decides whether the file travels in the proxy offer or on port 4011.
 
-The device table here lives in memory (tests, and until the SQLite device store implements
-:class:`DeviceLookup`).
+:class:`StoreBootPolicy` puts the device records of the state directory (:mod:`wds.devices`) in
+front of it: prestaged and approved devices are answered (with their own boot file), pending and
+rejected ones are not, and with ``record_pending`` an unknown client is recorded as pending and
+not answered until an admin approves it. :class:`InMemoryDeviceTable` is the table of tests.
 """
 
 from __future__ import annotations
 
+import sqlite3
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -26,6 +29,7 @@ from typing import Literal, Protocol
 from pxe.dhcp.arch import Firmware
 from pxe.dhcp.decide import BootDecision, ClientIdentity, Ignore
 from wds.config import PxeConfig
+from wds.devices import DeviceError, DeviceStore
 from wds.errors import LocalProtocolError
 
 __all__ = [
@@ -33,6 +37,7 @@ __all__ = [
     "DeviceLookup",
     "InMemoryDeviceTable",
     "PrestagedDevice",
+    "StoreBootPolicy",
     "default_http_url",
     "normalize_mac",
 ]
@@ -145,7 +150,74 @@ class ConfigBootPolicy:
         return "offer" if client.arch.firmware is Firmware.BIOS else "port4011"
 
     def _url(self, path: str, client: ClientIdentity) -> str:
-        if path.startswith(("http://", "https://")):
+        if path.startswith(("http://", "https://", "tftp://")):  # already a URL: as is
             return path
         base = self._http_url or default_http_url(client.server_ip, self._http_port)
         return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+class _AnsweredDevices:
+    """The store's prestaged and approved devices as a :class:`DeviceLookup`."""
+
+    def __init__(self, store: DeviceStore) -> None:
+        self._store = store
+
+    def find(self, *, mac: str, uuid: uuid.UUID | None) -> PrestagedDevice | None:
+        record = self._store.find(mac=mac, uuid=uuid)
+        if record is None or not record.answered:
+            return None
+        name = record.mac or str(record.uuid)
+        return PrestagedDevice(name, record.mac, record.uuid, boot_file=record.boot_file)
+
+
+class StoreBootPolicy:
+    """:class:`ConfigBootPolicy` behind the device records of :mod:`wds.devices`.
+
+    * ``rejected``: never answered; ``pending``: not answered until approved.
+    * ``prestaged``/``approved``: answered (also with ``answer = "known"``), with their boot file.
+    * unknown, ``record_pending = true``: recorded as pending, not answered (WDS's "require
+      administrator approval for unknown computers"); unknown otherwise: as ``answer`` says.
+
+    The store is read on every request, so an approval changes the answer to the next DISCOVER.
+    """
+
+    def __init__(
+        self,
+        config: PxeConfig,
+        store: DeviceStore,
+        *,
+        http_url: str = "",
+        http_port: int = 8080,
+        next_server: IPv4Address | None = None,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._inner = ConfigBootPolicy(
+            config,
+            http_url=http_url,
+            http_port=http_port,
+            devices=_AnsweredDevices(store),
+            next_server=next_server,
+        )
+
+    def boot_for(self, client: ClientIdentity) -> BootDecision | Ignore:
+        if self._config.answer == "none":
+            return Ignore("[pxe] answer = 'none': no PXE client is answered")
+        try:
+            return self._boot_for(client)
+        except (DeviceError, sqlite3.Error) as exc:  # a locked or broken database: stay silent
+            return Ignore(f"device database unavailable: {exc}")
+
+    def _boot_for(self, client: ClientIdentity) -> BootDecision | Ignore:
+        record = self._store.find(mac=client.mac, uuid=client.uuid)
+        if record is not None:
+            if record.state == "rejected":
+                return Ignore(f"device {client.mac} was rejected by an admin")
+            if record.state == "pending":
+                self._store.record_pending(mac=client.mac, uuid=client.uuid, arch=str(client.arch))
+                return Ignore(f"device {client.mac} is pending: 'wds device approve {client.mac}'")
+        elif self._config.record_pending:
+            if self._store.record_pending(mac=client.mac, uuid=client.uuid, arch=str(client.arch)):
+                return Ignore(f"unknown device {client.mac} recorded as pending approval")
+            return Ignore(f"unknown device {client.mac}: too many pending devices to record it")
+        return self._inner.boot_for(client)

@@ -34,12 +34,19 @@ from pxe.dhcp.decide import (
     Reply,
     decide,
 )
-from pxe.dhcp.policy import ConfigBootPolicy, DeviceLookup
+from pxe.dhcp.policy import ConfigBootPolicy, DeviceLookup, StoreBootPolicy
 from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, parse_pktinfo
 from wds.config import Config
+from wds.devices import DeviceStore
 from wds.errors import RemoteProtocolError
 
-__all__ = ["MAX_PENDING", "ProxyDhcpServer", "ServerPorts", "run_proxy_dhcp"]
+__all__ = [
+    "MAX_PENDING",
+    "ProxyDhcpServer",
+    "ServerPorts",
+    "proxy_dhcp_from_config",
+    "run_proxy_dhcp",
+]
 
 log = logging.getLogger(__name__)
 
@@ -240,24 +247,29 @@ class ProxyDhcpServer:
         )
 
 
-async def run_proxy_dhcp(
+def proxy_dhcp_from_config(
     config: Config,
     *,
     devices: DeviceLookup | None = None,
-    ready: asyncio.Future[ServerPorts] | None = None,
-    stop: asyncio.Event | None = None,
+    store: DeviceStore | None = None,
     client_port: int = DHCP_CLIENT_PORT,
     relay_port: int = DHCP_SERVER_PORT,
-) -> None:
-    """Serve ``[pxe]`` until ``stop`` is set (or the task is cancelled); ``ready`` gets the ports.
+) -> ProxyDhcpServer:
+    """The server ``config`` describes (not started).
 
     Binds ``[server] address`` (and ``interface``); the address clients are told is that address,
-    or with 0.0.0.0 the address of the interface each request arrives on.
+    or with 0.0.0.0 the address of the interface each request arrives on. With ``store`` the
+    policy is :class:`StoreBootPolicy` (device records, approval workflow), else
+    :class:`ConfigBootPolicy` over ``devices``. ``[pxe] delay`` holds every reply back.
     """
     pxe = config.pxe
     address = IPv4Address(config.server.address)
-    policy = ConfigBootPolicy(pxe, http_port=config.http.port, devices=devices)
-    server = ProxyDhcpServer(
+    policy: BootPolicy
+    if store is not None:
+        policy = StoreBootPolicy(pxe, store, http_port=config.http.port)
+    else:
+        policy = ConfigBootPolicy(pxe, http_port=config.http.port, devices=devices)
+    return ProxyDhcpServer(
         policy,
         server_ip=None if address == ZERO_ADDRESS else address,
         bind_address=str(address),
@@ -267,6 +279,25 @@ async def run_proxy_dhcp(
         delay=pxe.delay,
         client_port=client_port,
         relay_port=relay_port,
+    )
+
+
+async def run_proxy_dhcp(
+    config: Config,
+    *,
+    devices: DeviceLookup | None = None,
+    store: DeviceStore | None = None,
+    ready: asyncio.Future[ServerPorts] | None = None,
+    stop: asyncio.Event | None = None,
+    client_port: int = DHCP_CLIENT_PORT,
+    relay_port: int = DHCP_SERVER_PORT,
+) -> None:
+    """Serve ``[pxe]`` until ``stop`` is set (or the task is cancelled); ``ready`` gets the ports.
+
+    See :func:`proxy_dhcp_from_config`.
+    """
+    server = proxy_dhcp_from_config(
+        config, devices=devices, store=store, client_port=client_port, relay_port=relay_port
     )
     ports = await server.start()
     if ready is not None and not ready.done():

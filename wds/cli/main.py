@@ -30,6 +30,8 @@ COMMAND_MODULES = (
     "wds.cli.image_cmd",
     "wds.cli.tftp_cmd",
     "wds.cli.serve_cmd",
+    "wds.cli.device_cmd",
+    "wds.cli.pxe_cmd",
 )
 
 

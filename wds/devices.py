@@ -1,0 +1,301 @@
+"""Device records in the state directory: prestaged devices and the approval workflow.
+
+One SQLite file, ``STATE_DIR/devices.sqlite3`` (stdlib :mod:`sqlite3`), shared by the running
+server (the PXE policy reads it for every request and records unknown clients) and by the
+``wds device`` commands, which may run at the same time: the database is in WAL mode (readers never
+block the writer) with a busy timeout, and every operation is one short transaction.
+
+A device is identified by its MAC address, its SMBIOS UUID (DHCP option 97), or both. Its state:
+
+* ``prestaged`` -- the admin created it (``wds device prestage``); answered.
+* ``pending`` -- an unknown client the PXE server saw with ``[pxe] record_pending``; not
+  answered until an admin approves it.
+* ``approved`` -- answered from the next DISCOVER on.
+* ``rejected`` -- never answered (until prestaged or approved again).
+
+A device may carry its own boot file and, for later stages, the install image and the multicast
+session it is to join.
+"""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal, cast
+
+from wds.errors import WdsError
+
+__all__ = [
+    "ANSWERED",
+    "DB_NAME",
+    "Device",
+    "DeviceError",
+    "DeviceState",
+    "DeviceStore",
+    "parse_device_id",
+    "parse_mac",
+    "parse_uuid",
+]
+
+DB_NAME = "devices.sqlite3"
+DeviceState = Literal["prestaged", "pending", "approved", "rejected"]
+#: states whose devices the PXE server answers
+ANSWERED: frozenset[str] = frozenset({"prestaged", "approved"})
+#: milliseconds a connection waits for another writer (the CLI beside the server)
+BUSY_TIMEOUT_MS = 5000
+#: pending records kept at most; beyond it unknown clients are no longer recorded (a MAC flood
+#: must not fill the disk)
+MAX_PENDING = 10_000
+#: longest boot file, image reference or session name stored
+MAX_TEXT = 255
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS device (
+    id INTEGER PRIMARY KEY,
+    mac TEXT UNIQUE,
+    uuid TEXT UNIQUE,
+    state TEXT NOT NULL CHECK (state IN ('prestaged', 'pending', 'approved', 'rejected')),
+    boot_file TEXT NOT NULL DEFAULT '',
+    image TEXT NOT NULL DEFAULT '',
+    session TEXT NOT NULL DEFAULT '',
+    arch TEXT NOT NULL DEFAULT '',
+    first_seen REAL,
+    last_seen REAL,
+    changed REAL NOT NULL,
+    CHECK (mac IS NOT NULL OR uuid IS NOT NULL)
+);
+"""
+_COLUMNS = "mac, uuid, state, boot_file, image, session, arch, first_seen, last_seen, changed"
+_MAC_RE = re.compile(r"[0-9a-f]{12}")
+
+
+class DeviceError(WdsError):
+    """A device command was refused: bad MAC/UUID, unknown device, unusable database."""
+
+
+def parse_mac(text: str) -> str:
+    """ "52-54-00-AB-00-01", "525400ab0001" or "52:54:00:ab:00:01" -> "52:54:00:ab:00:01"."""
+    digits = text.strip().lower().replace(":", "").replace("-", "").replace(".", "")
+    if not _MAC_RE.fullmatch(digits):
+        raise DeviceError(f"{text!r} is not a MAC address (expected e.g. 52:54:00:ab:00:01)")
+    return ":".join(digits[i : i + 2] for i in range(0, 12, 2))
+
+
+def parse_uuid(text: str) -> uuid.UUID:
+    try:
+        value = uuid.UUID(text.strip())
+    except ValueError:
+        raise DeviceError(
+            f"{text!r} is not a UUID (expected e.g. 4c4c4544-0042-3510-8051-b4c04f4d3232)"
+        ) from None
+    if value.int in (0, (1 << 128) - 1):  # placeholders firmware sends when it has none
+        raise DeviceError(f"{text!r} is a placeholder UUID that identifies no machine")
+    return value
+
+
+def parse_device_id(text: str) -> tuple[str | None, uuid.UUID | None]:
+    """A MAC or a UUID from the command line: ``(mac, None)`` or ``(None, uuid)``."""
+    stripped = text.strip()
+    if len(stripped.replace(":", "").replace("-", "").replace(".", "")) == 12:
+        return parse_mac(stripped), None
+    if len(stripped.replace("-", "").replace("{", "").replace("}", "")) == 32:
+        return None, parse_uuid(stripped)
+    raise DeviceError(f"{text!r} is neither a MAC address nor a UUID")
+
+
+@dataclass(frozen=True)
+class Device:
+    """One device record."""
+
+    mac: str | None
+    uuid: uuid.UUID | None
+    state: DeviceState
+    boot_file: str = ""
+    image: str = ""
+    session: str = ""
+    arch: str = ""  # as last seen by the PXE server
+    first_seen: float | None = None
+    last_seen: float | None = None
+    changed: float = 0.0
+
+    @property
+    def answered(self) -> bool:
+        return self.state in ANSWERED
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["uuid"] = str(self.uuid) if self.uuid else None
+        return data
+
+
+def _device(row: sqlite3.Row) -> Device:
+    return Device(
+        mac=row["mac"],
+        uuid=uuid.UUID(row["uuid"]) if row["uuid"] else None,
+        state=cast(DeviceState, row["state"]),
+        boot_file=row["boot_file"],
+        image=row["image"],
+        session=row["session"],
+        arch=row["arch"],
+        first_seen=row["first_seen"],
+        last_seen=row["last_seen"],
+        changed=row["changed"],
+    )
+
+
+def _text(value: str, what: str) -> str:
+    if len(value) > MAX_TEXT or any(ord(c) < 32 for c in value):
+        raise DeviceError(f"{what} {value!r}: at most {MAX_TEXT} printable characters")
+    return value
+
+
+class DeviceStore:
+    """The device table of one state directory. One connection; not shared across threads."""
+
+    def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
+        self._db = connection
+        self.path = path
+
+    @classmethod
+    def open(cls, state_dir: str | Path, *, create: bool = True) -> DeviceStore:
+        path = Path(state_dir) / DB_NAME
+        if not create and not path.exists():
+            raise DeviceError(f"no device database at {str(path)!r} (has wds run here?)")
+        try:
+            if create:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise DeviceError(f"cannot open the device database {str(path)!r}: {exc}") from None
+        return cls(db, path)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> DeviceStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as exc:
+            raise DeviceError(f"device database {str(self.path)!r} is busy: {exc}") from None
+        try:
+            yield self._db
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def find(self, *, mac: str | None, uuid: uuid.UUID | None = None) -> Device | None:
+        """The record of this MAC, else of this UUID (a MAC match wins)."""
+        if mac is not None:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM device WHERE mac = ?", (mac,))
+            found = row.fetchone()
+            if found is not None:
+                return _device(found)
+        if uuid is not None:
+            row = self._db.execute(f"SELECT {_COLUMNS} FROM device WHERE uuid = ?", (str(uuid),))
+            found = row.fetchone()
+            if found is not None:
+                return _device(found)
+        return None
+
+    def get(self, text: str) -> Device:
+        """The device named by a MAC or UUID from the command line; DeviceError if none."""
+        mac, device_uuid = parse_device_id(text)
+        device = self.find(mac=mac, uuid=device_uuid)
+        if device is None:
+            raise DeviceError(f"no device {text!r} (see 'wds device list')")
+        return device
+
+    def list(self) -> list[Device]:
+        rows = self._db.execute(f"SELECT {_COLUMNS} FROM device ORDER BY state, mac, uuid")
+        return [_device(row) for row in rows]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def prestage(
+        self,
+        *,
+        mac: str | None = None,
+        uuid: uuid.UUID | None = None,
+        boot_file: str = "",
+        image: str = "",
+        session: str = "",
+    ) -> Device:
+        """Create or update a prestaged device (also turns a pending or rejected one into it)."""
+        if mac is None and uuid is None:
+            raise DeviceError("a prestaged device needs a MAC address or a UUID")
+        values = (
+            _text(boot_file, "boot file"),
+            _text(image, "image"),
+            _text(session, "session"),
+        )
+        now = time.time()
+        key, value = ("mac", mac) if mac is not None else ("uuid", str(uuid))
+        with self._write() as db:
+            changed = db.execute(
+                "UPDATE device SET state = 'prestaged', boot_file = ?, image = ?, session = ?, "
+                f"changed = ? WHERE {key} = ?",
+                (*values, now, value),
+            ).rowcount
+            if not changed:
+                db.execute(
+                    "INSERT INTO device (mac, uuid, state, boot_file, image, session, changed) "
+                    "VALUES (?, ?, 'prestaged', ?, ?, ?, ?)",
+                    (mac, str(uuid) if uuid else None, *values, now),
+                )
+        device = self.find(mac=mac, uuid=uuid)
+        assert device is not None
+        return device
+
+    def set_state(self, text: str, state: DeviceState) -> Device:
+        """Approve or reject the device named by ``text`` (a MAC or a UUID)."""
+        mac, device_uuid = parse_device_id(text)
+        key, value = ("mac", mac) if mac is not None else ("uuid", str(device_uuid))
+        with self._write() as db:
+            changed = db.execute(
+                f"UPDATE device SET state = ?, changed = ? WHERE {key} = ?",
+                (state, time.time(), value),
+            ).rowcount
+        if not changed:
+            raise DeviceError(f"no device {text!r} (see 'wds device list')")
+        return self.get(text)
+
+    def record_pending(self, *, mac: str, uuid: uuid.UUID | None, arch: str) -> Device | None:
+        """Record an unknown client as pending (or refresh its last_seen); None when full."""
+        now = time.time()
+        with self._write() as db:
+            refreshed = db.execute(
+                "UPDATE device SET last_seen = ?, arch = ? WHERE mac = ?", (now, arch[:64], mac)
+            ).rowcount
+            if not refreshed:
+                (count,) = db.execute(
+                    "SELECT count(*) FROM device WHERE state = 'pending'"
+                ).fetchone()
+                if count >= MAX_PENDING:
+                    return None
+                db.execute(
+                    "INSERT INTO device (mac, uuid, state, arch, first_seen, last_seen, changed) "
+                    "VALUES (?, ?, 'pending', ?, ?, ?, ?) ON CONFLICT DO NOTHING",
+                    (mac, str(uuid) if uuid else None, arch[:64], now, now, now),
+                )
+        return self.find(mac=mac, uuid=uuid)
