@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 from collections.abc import Iterator
+from ipaddress import IPv4Address
 from pathlib import Path
 
 import pytest
@@ -99,3 +100,115 @@ def test_serve_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
         )
     assert proc.returncode == 1
     assert "tftp: cannot bind its port" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# -- [pxe] inside `wds serve`, and `wds pxe` ---------------------------------------------------
+
+
+def _free_udp_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _pxe_config(tmp_path: Path, *, delay: float = 0.0) -> tuple[Path, int]:
+    """TFTP on a free port, PXE on two free non-privileged ports; returns (config, pxe_port)."""
+    pxe_port = _free_udp_port()
+    path = _config(tmp_path, _free_udp_port())
+    text = path.read_text().replace(
+        "[pxe]\nenabled = false\n",
+        f"[pxe]\ndhcp_port = {_free_udp_port()}\npxe_port = {pxe_port}\ndelay = {delay}\n",
+    )
+    path.write_text(text)
+    return path, pxe_port
+
+
+def _pxe_request(pxe_port: int) -> tuple[bytes, float]:
+    """A UEFI client's port 4011 DHCPREQUEST (answered to its source port); (file, seconds)."""
+    import time
+
+    from pxe.dhcp.codec import BootpOp, DhcpOption, DhcpPacket, build_packet, parse_packet
+
+    request = DhcpPacket(
+        op=BootpOp.BOOTREQUEST,
+        xid=0x5EB0,
+        chaddr=bytes.fromhex("525400180077") + bytes(10),
+        ciaddr=IPv4Address("127.0.0.1"),
+        options=(
+            DhcpOption(53, b"\x03"),
+            DhcpOption(60, b"PXEClient:Arch:00007:UNDI:003000"),
+            DhcpOption(93, b"\x00\x07"),
+        ),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(5)
+        start = time.monotonic()
+        s.sendto(build_packet(request), ("127.0.0.1", pxe_port))
+        data, _ = s.recvfrom(2048)
+        took = time.monotonic() - start
+    ack = parse_packet(data)
+    assert ack.option(53) == b"\x05" and ack.xid == 0x5EB0
+    return ack.file, took
+
+
+def _start(argv: list[str], prefix: str) -> tuple[subprocess.Popen[str], list[str]]:
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines: list[str] = []
+    assert proc.stdout is not None
+    for _ in range(10):
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line.rstrip("\n"))
+        if line.strip() == f"{prefix}: ready":
+            return proc, lines
+    proc.kill()
+    proc.wait(timeout=10)
+    raise AssertionError(
+        f"{argv} did not start: {lines} {proc.stderr.read() if proc.stderr else ''}"
+    )
+
+
+def test_serve_runs_pxe_with_delay_from_config(tmp_path: Path) -> None:
+    path, pxe_port = _pxe_config(tmp_path, delay=0.3)
+    proc, lines = _start(["wds", "serve", "--config", str(path)], "wds serve")
+    try:
+        assert any(
+            re.match(r"wds serve: pxe on 127\.0\.0\.1 ports \d+ and \d+ ", li) for li in lines
+        )
+        assert any(line.startswith("wds serve: tftp on ") for line in lines)
+        boot_file, took = _pxe_request(pxe_port)
+        assert boot_file == b"ipxe.efi"
+        assert took >= 0.29  # [pxe] delay = 0.3 honoured
+        assert (tmp_path / "state" / "devices.sqlite3").is_file()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "pxe (ProxyDHCP)" not in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)
+
+
+def test_wds_pxe_runs_pxe_and_tftp_only_and_stops_on_sigterm(tmp_path: Path) -> None:
+    path, pxe_port = _pxe_config(tmp_path)
+    with path.open("a") as f:
+        f.write('[[session]]\nname = "s"\nimage = "g/n"\n')
+    proc, lines = _start(["wds", "pxe", "--config", str(path)], "wds pxe")
+    try:
+        started = [line.split(" on ")[0] for line in lines if " on " in line]
+        assert started == ["wds pxe: tftp", "wds pxe: pxe"]
+        assert _pxe_request(pxe_port)[0] == b"ipxe.efi"
+        port = int(re.search(r"tftp on 127\.0\.0\.1:(\d+)", lines[0])[1])  # type: ignore[index]
+        assert _fetch_first_block(port, b"hello.txt").endswith(b"hello from wds serve\n")
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert proc.stderr is not None
+        err = proc.stderr.read()
+        assert "multicast sessions" not in err and "Traceback" not in err
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait(timeout=10)

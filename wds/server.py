@@ -56,6 +56,35 @@ class TftpService:
         await self._server.stop()
 
 
+@dataclass
+class PxeService:
+    """ProxyDHCP on ``[pxe] dhcp_port``/``pxe_port``, answering from the device records."""
+
+    config: Config
+    name: str = "pxe"
+
+    async def start(self) -> str:
+        from pxe.dhcp.server import proxy_dhcp_from_config
+        from wds.devices import DeviceStore
+
+        self._store = DeviceStore.open(self.config.server.state_dir)
+        self._server = proxy_dhcp_from_config(self.config, store=self._store)
+        try:
+            ports = await self._server.start()
+        except BaseException:
+            self._store.close()
+            raise
+        pxe = self.config.pxe
+        return (
+            f"{self.config.server.address} ports {ports.dhcp} and {ports.pxe} "
+            f"(ProxyDHCP, answer={pxe.answer}, record_pending={str(pxe.record_pending).lower()})"
+        )
+
+    async def stop(self) -> None:
+        await self._server.stop()
+        self._store.close()
+
+
 def prepare_directories(config: Config) -> None:
     """Create the directories the services need; a path that cannot be made is a ConfigError."""
     from wds.store import ImageStore
@@ -89,7 +118,7 @@ def build_services(config: Config) -> tuple[list[Service], list[str]]:
     if config.tftp.enabled:
         services.append(TftpService(config))
     if config.pxe.enabled:
-        missing.append("pxe (ProxyDHCP)")
+        services.append(PxeService(config))
     if config.http.enabled:
         missing.append("http")
     if config.session:
