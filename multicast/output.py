@@ -1,7 +1,9 @@
 """The receiver's target file: preallocated, verified chunks only, resumable (PROTOCOL.md 8).
 
 Synchronous file I/O (no sockets, no asyncio): the asyncio adapter calls it for each
-``WriteChunk``. Next to the target lives ``<target>.wds-bitmap``: 16 header bytes (``WDSBMAP1`` +
+``WriteChunk``. The bytes go to ``<target>.wds-partial``, which is renamed to ``<target>`` only
+after the whole-file SHA-256 matched: a file under the target's name is always a verified image,
+never a partial one. Next to it lives ``<target>.wds-bitmap``: 16 header bytes (``WDSBMAP1`` +
 the first 8 bytes of the manifest's ``image_sha256``) then one bit per verified chunk, MSB first.
 A chunk's data reaches the disk (``fdatasync``) before its bit does, so a set bit never describes
 bytes that were not written. A bitmap whose header does not match the manifest is ignored.
@@ -10,6 +12,7 @@ bytes that were not written. A bitmap whose header does not match the manifest i
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import os
 from pathlib import Path
@@ -19,6 +22,7 @@ from wds.errors import LocalProtocolError, WdsError
 
 BITMAP_MAGIC = b"WDSBMAP1"
 BITMAP_SUFFIX = ".wds-bitmap"
+PARTIAL_SUFFIX = ".wds-partial"
 _READ = 4 * 1024 * 1024
 
 
@@ -38,12 +42,15 @@ class ImageOutput:
     def __init__(self, target: Path, manifest: ChunkManifest, *, sync: bool = True) -> None:
         self.target = target
         self.bitmap_path = target.with_name(target.name + BITMAP_SUFFIX)
+        self.partial_path = target.with_name(target.name + PARTIAL_SUFFIX)
         self.manifest = manifest
         self.sync = sync
         self._header = BITMAP_MAGIC + manifest.image_sha256[:8]
         self._have = bytearray((manifest.chunk_count + 7) // 8)
         try:
-            self._fd = os.open(target, os.O_RDWR | os.O_CREAT, 0o644)
+            if target.is_dir():
+                raise IsADirectoryError(errno.EISDIR, "is a directory")
+            self._fd = os.open(self.partial_path, os.O_RDWR | os.O_CREAT, 0o644)
             self._resume_or_start()
         except OSError as exc:
             raise OutputError(f"{target}: cannot prepare the target file: {exc}") from None
@@ -63,9 +70,17 @@ class ImageOutput:
             self._have[:] = old[len(self._header) :]
         else:
             os.ftruncate(self._fd, 0)
+            free = os.statvfs(self.partial_path)
+            if free.f_bavail * free.f_frsize < size:
+                have = free.f_bavail * free.f_frsize
+                raise OSError(errno.ENOSPC, f"{size} bytes needed, {have} free on that file system")
             try:
                 os.posix_fallocate(self._fd, 0, size)
-            except OSError:  # a file system without fallocate: a sparse file still works
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise  # ENOSPC, EDQUOT, EIO: the image cannot fit, say so now
+                # a file system without fallocate: a sparse file, so a full disk can still
+                # show up during the transfer (a write error, exit 5)
                 os.ftruncate(self._fd, size)
         self._bitmap_fd = os.open(self.bitmap_path, os.O_RDWR | os.O_CREAT, 0o644)
         os.ftruncate(self._bitmap_fd, 0)
@@ -92,7 +107,8 @@ class ImageOutput:
             raise OutputError(f"{self.target}: cannot write chunk {index}: {exc}") from None
 
     def verify_whole(self) -> None:
-        """Read the file back and check its SHA-256; on success the bitmap is removed."""
+        """Read the file back and check its SHA-256; on success the partial file becomes the
+        target and the bitmap is removed."""
         digest = hashlib.sha256()
         try:
             offset = 0
@@ -111,6 +127,13 @@ class ImageOutput:
                 f"{self.target}: every chunk verified but the file's SHA-256 differs "
                 "(disk or memory fault?); run again to fetch it from scratch"
             )
+        try:
+            os.fsync(self._fd)
+            os.replace(self.partial_path, self.target)
+        except OSError as exc:
+            raise OutputError(
+                f"{self.target}: cannot move the verified image in place: {exc}"
+            ) from None
 
     def close(self) -> None:
         for fd in (self._fd, self._bitmap_fd):
