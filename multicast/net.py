@@ -207,8 +207,10 @@ class ReceiverService:
         feedback_sock: socket.socket,
         *,
         unicast: Fetch | None = None,
+        on_event: Callable[[object], None] | None = None,
     ) -> None:
         self.receiver = receiver
+        self._on_event = on_event
         self.log = SessionLog(
             log, {"session": receiver.manifest.name, "receiver": f"{receiver.receiver_id:016x}"}
         )
@@ -341,6 +343,8 @@ class ReceiverService:
 
     def _events(self, events: Sequence[object]) -> None:
         for e in events:
+            if self._on_event is not None:
+                self._on_event(e)
             if isinstance(e, WriteChunk):
                 self._write(e.index, e.data)
             elif isinstance(e, Ignored):

@@ -112,6 +112,9 @@ class Receiver:
         self.state = ReceiverState.LISTENING
         self.rejected_chunks = 0
         self.naks_sent = 0
+        #: chunks this run had to repair (a NAK sent or a rejected assembly): bounded by
+        #: chunk_count; the adapter's summary counts those that ended verified
+        self.repair_chunks: set[int] = set()
         self._digest = manifest_digest
         self._rng = rng
         count = manifest.chunk_count
@@ -375,6 +378,7 @@ class Receiver:
                 )
                 self._out.append((build_datagram(nak), self._sender))
                 self.naks_sent += 1
+            self.repair_chunks.add(ch.index)
             ch.naks_sent += 1
             until = now + s.nak_holdoff
             for k in due:

@@ -158,3 +158,39 @@ async def top_up(
         if not receiver.has_chunk(index) and receiver.state is not ReceiverState.DONE:
             return False
     return receiver.state is ReceiverState.DONE
+
+
+async def fetch_missing(
+    receiver: Receiver,
+    fetch: Fetch,
+    clock: Callable[[], float],
+    on_events: Callable[[Sequence[Event]], Awaitable[None]],
+    *,
+    parallel: int = 4,
+) -> bool:
+    """``--unicast``: fetch every missing chunk over ``parallel`` connections; True if complete.
+
+    The same verification as :func:`top_up` (:meth:`Receiver.receive_chunk`); several requests
+    in flight keep a TCP connection's slow start and the per-request round trip off the critical
+    path. ``on_events`` is awaited, so a slow disk holds the fetchers back (bounded memory: at
+    most ``parallel`` chunks in hand).
+    """
+    m = receiver.manifest
+    todo = iter([i for i in range(m.chunk_count) if not receiver.has_chunk(i)])
+
+    async def worker() -> bool:
+        for index in todo:
+            for _ in range(MAX_ATTEMPTS):
+                if receiver.has_chunk(index):
+                    break
+                try:
+                    data = await fetch(index * m.chunk_size, m.chunk_length(index))
+                except (OSError, TimeoutError, RemoteProtocolError):
+                    continue
+                await on_events(receiver.receive_chunk(index, data, clock()))
+            if not receiver.has_chunk(index):
+                return False
+        return True
+
+    results = await asyncio.gather(*(worker() for _ in range(max(1, parallel))))
+    return all(results) and receiver.state is ReceiverState.DONE

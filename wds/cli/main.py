@@ -32,6 +32,7 @@ COMMAND_MODULES = (
     "wds.cli.serve_cmd",
     "wds.cli.device_cmd",
     "wds.cli.pxe_cmd",
+    "wds.cli.stream_cmd",
 )
 
 
