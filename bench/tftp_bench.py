@@ -173,10 +173,12 @@ def wait_listening(
 
 
 @contextlib.contextmanager
-def running(spec: ServerSpec, ns: netns.Namespace, root: Path, logdir: Path) -> Iterator[CpuMeter]:
+def running(
+    spec: ServerSpec, ns: netns.Namespace, root: Path, logdir: Path, pin: list[str]
+) -> Iterator[CpuMeter]:
     log = (logdir / f"{spec.name}.log").open("ab")
     meter = CpuMeter(f"{netns.run_prefix()}bench-{spec.name}")
-    proc = ns.popen(spec.argv(root, ns.addr()), stdout=log, stderr=log)
+    proc = ns.popen([*pin, *spec.argv(root, ns.addr())], stdout=log, stderr=log)
     try:
         meter.attach(proc.pid)
         wait_listening(ns, ns.addr(), proc)
@@ -256,6 +258,7 @@ def transfer(
     digest: str,
     limit: float,
     outdir: Path,
+    pin: list[str],
 ) -> Result:
     out = outdir / "received.bin"
     out.unlink(missing_ok=True)
@@ -263,7 +266,7 @@ def transfer(
     sent0, cpu0 = srv.snmp_udp()["OutDatagrams"], meter.seconds()
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
-    proc = cli.popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = cli.popen([*pin, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
         _, err = proc.communicate(timeout=limit)
         status = "ok" if proc.returncode == 0 else "failed"
@@ -294,7 +297,7 @@ def transfer(
         file.stat().st_size,
         status,
         round(seconds, 3),
-        round(moved / MIB / seconds, 2) if seconds else 0.0,
+        round(moved / MIB / seconds, 4) if seconds else 0.0,
         sent1 - sent0,
         round(100 * (cpu1 - cpu0) / seconds, 1),
         round(100 * client_cpu / seconds, 1),
@@ -355,7 +358,7 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
             if spec.binary is None:
                 print(f"# {spec.name}: not installed, skipped", flush=True)
                 continue
-            with running(spec, srv, work / "root", work) as meter:
+            with running(spec, srv, work / "root", work, pin_argv(args.cpus, 0)) as meter:
                 granted = {
                     w: granted_windowsize(cli, srv.addr(), "probe.txt", w) for w in args.windowsizes
                 }
@@ -386,6 +389,7 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
                                     digest=digest,
                                     limit=limit,
                                     outdir=work,
+                                    pin=pin_argv(args.cpus, 1),
                                 )
                                 for _ in range(1 if loss else args.repeat)
                             ]
@@ -394,7 +398,7 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
                             print(
                                 f"# {r.server:9} {r.client:5} blk {r.blksize:5} win "
                                 f"{r.windowsize:2} loss {r.loss}% {r.size / MIB:5.0f} MiB: "
-                                f"{r.status:7} {r.mib_s:8.2f} MiB/s {r.datagrams:8} dgrams "
+                                f"{r.status:7} {r.mib_s:8.3f} MiB/s {r.datagrams:8} dgrams "
                                 f"srv {r.server_cpu_pct:5.1f}% cli {r.client_cpu_pct:5.1f}% "
                                 f"{r.detail}",
                                 flush=True,
@@ -404,6 +408,13 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
 
 
 # ------------------------------------------------------------------------------ report
+
+
+def pin_argv(cpus: str, side: int) -> list[str]:
+    """``taskset -c N`` for the server (side 0) or the client (side 1), or nothing."""
+    if cpus == "none":
+        return []
+    return ["taskset", "-c", cpus.split(",")[side]]
 
 
 def find(results: list[Result], **want: object) -> Result | None:
@@ -462,7 +473,7 @@ def print_table(results: list[Result], loss: int) -> None:
                 ratios[i] = fmt_ratio(ratio(r, peer))
         print(
             f"{r.server:10} {r.client:6} {r.blksize:5} {win:>7} {r.size / MIB:4.0f} "
-            f"{r.status:8} {r.mib_s:8.2f} {r.datagrams:8} {r.server_cpu_pct:6.1f}% "
+            f"{r.status:8} {r.mib_s:8.3f} {r.datagrams:8} {r.server_cpu_pct:6.1f}% "
             f"{r.client_cpu_pct:6.1f}% {r.bottleneck:12} {ratios[0]:>8} {ratios[1]:>10} "
             f"{ratios[2]:>11}" + (f"  [{r.detail}]" if r.detail else "")
         )
@@ -579,6 +590,13 @@ def conditions(args: argparse.Namespace, specs: list[ServerSpec]) -> list[str]:
         "servers: "
         + "; ".join(f"{s.name} = {version_of(s) if s.binary else 'absent'}" for s in specs),
         "clients: " + "; ".join(clients) + " (curl: lockstep with blksize; atftp: windowsize)",
+        "CPUs: "
+        + (
+            "scheduler's choice (no pinning)"
+            if args.cpus == "none"
+            else f"server pinned to CPU {args.cpus.split(',')[0]}, client to CPU "
+            f"{args.cpus.split(',')[1]} (taskset)"
+        ),
         "datagrams: UdpOutDatagrams delta of the server namespace (everything the server sent)",
         f"CPU: server = its cgroup (children included), client = rusage; >= {CPU_BOUND:.0f}% "
         "of one core counts as CPU-bound",
@@ -599,6 +617,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--loss-timeout", type=float, default=60, help="s per lossy transfer")
     parser.add_argument("--rate", default=None, help="tbf rate on the server egress, e.g. 500mbit")
     parser.add_argument("--subnet", default="198.19.69.0/24")
+    parser.add_argument(
+        "--cpus",
+        default="0,1",
+        help="pin server,client to these CPUs (taskset; default 0,1: one core each, as two "
+        "machines would have); 'none' lets the scheduler place them",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="blksize 1468, windowsize 1,16, 16 MiB: a few minutes"
     )
