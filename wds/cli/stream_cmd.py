@@ -114,6 +114,9 @@ def register(sub: Any) -> None:
     s.add_argument("--chunk-size", type=int, default=1024 * 1024, help="bytes per verified chunk")
     s.add_argument("--linger", type=float, default=2.0, help="idle seconds before finishing")
     s.add_argument("--timeout", type=float, default=3600.0, help="give up after SECONDS")
+    s.add_argument(
+        "--no-gso", action="store_true", help="one system call per datagram (no UDP_SEGMENT)"
+    )
     s.set_defaults(handler=run_send)
 
     r: argparse.ArgumentParser = sub.add_parser(
@@ -135,6 +138,7 @@ def register(sub: Any) -> None:
     r.add_argument("--timeout", type=float, default=3600.0, help="give up after SECONDS")
     r.add_argument("--sender-timeout", type=float, default=15.0, help="silence that ends multicast")
     r.add_argument("--parallel", type=int, default=4, help="HTTP connections with --unicast")
+    r.add_argument("--no-gro", action="store_true", help="one recvmsg per datagram (no UDP_GRO)")
     r.set_defaults(handler=run_receive)
 
     k: argparse.ArgumentParser = sub.add_parser(
@@ -229,7 +233,7 @@ async def _send(args: argparse.Namespace) -> int:
         )
         if args.insecure:
             print("wds send: --insecure: receivers must pin the key above or use --insecure")
-        service = SenderService(sender, sock, (group, args.group_port))
+        service = SenderService(sender, sock, (group, args.group_port), gso=not args.no_gso)
         started = loop.time()
         with contextlib.suppress(TimeoutError):
             await service.run(args.timeout)
@@ -240,7 +244,8 @@ async def _send(args: argparse.Namespace) -> int:
         await runner.cleanup()
     print(
         f"wds send: finished completed={sender.completed} data={sender.data_sent} "
-        f"repairs={sender.repairs_sent} http_requests={web.requests}",
+        f"repairs={sender.repairs_sent} gso_sends={service.gso_sends} "
+        f"http_requests={web.requests}",
         flush=True,
     )
     return EXIT_OK if sender.completed or web.requests > 0 else EXIT_FAILED
@@ -269,6 +274,8 @@ class Summary:
     chunks_repaired: int = 0
     chunks_rejected: int = 0
     naks_sent: int = 0
+    datagrams: int = 0
+    reads: int = 0
     fallback_used: bool = False
     redirected: bool = False
     mode: str = "multicast"
@@ -426,6 +433,7 @@ async def _multicast(
         open_feedback_socket(args.interface),
         unicast=http_fetch,
         on_event=summary.on_event,
+        gro=not args.no_gro,
     )
     try:
         code = await service.run(args.timeout)
@@ -433,6 +441,7 @@ async def _multicast(
         summary.failure = f"timed out after {args.timeout:.0f} s (run again to resume)"
         return EXIT_FAILED
     summary.redirected = service.redirected
+    summary.datagrams, summary.reads = service.datagrams, service.reads
     summary.failure = service.failure
     return code
 
