@@ -73,6 +73,7 @@ class _Pending:
 
 @dataclass
 class _Session:
+    request: TftpReadRequest
     prepared: PreparedTransfer
     client: tuple[str, int]
     sock: socket.socket
@@ -186,10 +187,17 @@ class TftpServer:
             peer_log(client).info("%s", decision.reason)
             self._send_from(local, decision.datagram, client)
             return
-        if client in self._sessions:
-            peer_log(client).debug("repeated its request; the transfer is running")
-            return
         assert isinstance(decision, Accept)
+        running = self._sessions.get(client)
+        if running is not None:
+            if running.request == decision.request:
+                peer_log(client).debug("repeated its request; the transfer is running")
+                return
+            # The same client port asks for something else: it has given up the running
+            # transfer (PXE ROMs re-ask without tsize, and their ERROR may arrive after this).
+            self._close_session(
+                running, "the client asked again with a different request", logging.DEBUG
+            )
         pending = _Pending(decision.request, client, local, ifindex)
         now = self._now()
         verdict = self.admission.request(client[0], client, pending, now)
@@ -258,7 +266,7 @@ class TftpServer:
             prepared.served.close()
             self._release_slot(client[0])
             return
-        session = _Session(prepared, client, sock, gso=self.gso)
+        session = _Session(pending.request, prepared, client, sock, gso=self.gso)
         self._sessions[client] = session
         loop = self._loop
         assert loop is not None
@@ -421,9 +429,10 @@ class TftpServer:
         else:
             self._history.pop(client, None)
 
-    def _close_session(self, session: _Session, why: str | None) -> None:
+    def _close_session(self, session: _Session, why: str | None, level: int = logging.INFO) -> None:
         if why is not None:
-            peer_log(session.client).info(
+            peer_log(session.client).log(
+                level,
                 "transfer of %s stopped: %s",
                 session.prepared.served.name,
                 why,

@@ -432,6 +432,24 @@ def test_oack_refused_then_asked_again_is_quiet(
     assert any("fetched pxelinux.0" in rec.getMessage() for rec in caplog.records)
 
 
+def test_different_request_from_same_port_replaces_the_running_one(
+    make_server: MakeServer, served_dir: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A ROM that re-asks without tsize before its ERROR for the OACK got processed."""
+    data = content(3000)
+    (served_dir / "nbp").write_bytes(data)
+    server = make_server(timeout=5.0)
+    caplog.set_level(logging.DEBUG, logger="pxe.tftp")
+    with RawClient() as c:
+        c.send(rrq("nbp", options=(("tsize", "0"), ("blksize", "1456"))), server.address)
+        first = c.recv()
+        assert first is not None and isinstance(parse_packet(first[0]), TftpOptionAck)
+        r = c.fetch(server.address, "nbp", options=(("blksize", "1456"),))
+    assert r.data == data and r.server != first[1]
+    server.wait_until(lambda s: s.active_transfers == 0 and s.completed == 1)
+    assert not [rec for rec in caplog.records if rec.levelno >= logging.WARNING]
+
+
 def test_repeated_request_does_not_start_a_second_transfer(
     make_server: MakeServer, served_dir: Path
 ) -> None:
