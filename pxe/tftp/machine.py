@@ -382,12 +382,13 @@ class ReadTransfer:
             self.stats.min_window = self.cwnd
 
     def _progress(self, now: float) -> None:
-        self._retries = 0
         self._last_progress = now
-        if self.settings.adaptive and self._srtt is not None:
-            self.rto = self._rto_from_estimate()
-        elif not self.settings.adaptive:
-            self.rto = self._initial_rto
+        if self._retries:  # the RTO was backed off: back to the estimate (or the initial)
+            self._retries = 0
+            if not self.settings.adaptive:
+                self.rto = self._initial_rto
+            elif self._srtt is not None:
+                self.rto = self._rto_from_estimate()
 
     def _sample_rtt(self, sample: float) -> None:
         if not self.settings.adaptive:
@@ -402,8 +403,10 @@ class ReadTransfer:
 
     def _rto_from_estimate(self) -> float:
         assert self._srtt is not None
-        rto = self._srtt + max(CLOCK_GRANULARITY, 4 * self._rttvar)
-        return min(max(rto, self.settings.min_timeout), MAX_RTO)
+        variance = 4 * self._rttvar
+        rto = self._srtt + (variance if variance > CLOCK_GRANULARITY else CLOCK_GRANULARITY)
+        floor = self.settings.min_timeout
+        return floor if rto < floor else (MAX_RTO if rto > MAX_RTO else rto)
 
     @property
     def srtt(self) -> float | None:
