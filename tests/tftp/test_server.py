@@ -16,10 +16,10 @@ from types import SimpleNamespace
 
 import pytest
 import tftpy
-from conftest import ServerThread
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rawtftp import RawClient, rrq
+from tftp_server_thread import ServerThread
 
 from pxe.tftp.codec import (
     TftpAck,
