@@ -5,7 +5,8 @@ One run builds a lab (server namespace <-> client namespace, one veth pair, 198.
 for each server in turn: starts it on port 69 of the server namespace (a port private to that
 namespace: no clash with services of the host), fetches the same file with the same clients
 (curl for lockstep transfers, atftp for windowsize runs), checks every byte, and records
-throughput, datagrams the server sent (UdpOutDatagrams of the server namespace), and the CPU
+throughput, datagrams the server sent (counted on the wire: nftables on the client's input,
+before the loss rule), its send calls (UdpOutDatagrams: one per UDP GSO burst), and the CPU
 the server and the client used. Then it repeats at 1 % loss (nftables on the client's input),
 with a smaller file and a per-transfer time limit, and prints tables, ratios and PASS/FAIL goals.
 
@@ -204,7 +205,8 @@ class Result:
     status: str  # ok, timeout, failed, corrupt
     seconds: float
     mib_s: float
-    datagrams: int
+    datagrams: int  # on the wire
+    sends: int  # UdpOutDatagrams of the server namespace: one per send call, GSO burst or not
     server_cpu_pct: float
     client_cpu_pct: float
     detail: str = ""
@@ -263,7 +265,7 @@ def transfer(
     out = outdir / "received.bin"
     out.unlink(missing_ok=True)
     argv = client_argv(client, srv.addr(), file.name, out, blksize, window, limit)
-    sent0, cpu0 = srv.snmp_udp()["OutDatagrams"], meter.seconds()
+    wire0, sent0, cpu0 = netns.counted_udp(cli), srv.snmp_udp()["OutDatagrams"], meter.seconds()
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
     proc = cli.popen([*pin, *argv], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -275,7 +277,7 @@ def transfer(
         err, status = b"", "timeout"
     seconds = time.monotonic() - start
     usage1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu1, sent1 = meter.seconds(), srv.snmp_udp()["OutDatagrams"]
+    cpu1, sent1, wire1 = meter.seconds(), srv.snmp_udp()["OutDatagrams"], netns.counted_udp(cli)
     if proc in cli.processes:
         cli.processes.remove(proc)
     got = out.stat().st_size if out.exists() else 0
@@ -298,6 +300,7 @@ def transfer(
         status,
         round(seconds, 3),
         round(moved / MIB / seconds, 4) if seconds else 0.0,
+        wire1 - wire0,
         sent1 - sent0,
         round(100 * (cpu1 - cpu0) / seconds, 1),
         round(100 * client_cpu / seconds, 1),
@@ -351,7 +354,8 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
     (work / "root" / "probe.txt").write_bytes(b"probe\n")
     cases = plan(args.blksizes, args.windowsizes)
     with netns.lab(args.subnet) as lab:
-        srv, cli = lab.pair("srv", "cli")
+        srv, cli = lab.pair("srv", "cli")  # one datagram per frame (gso_max_segs 1)
+        netns.count_udp_from(cli, srv.addr())
         if args.rate:
             netns.set_rate(srv, "eth0", args.rate)
         for spec in specs:
@@ -399,6 +403,7 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
                                 f"# {r.server:9} {r.client:5} blk {r.blksize:5} win "
                                 f"{r.windowsize:2} loss {r.loss}% {r.size / MIB:5.0f} MiB: "
                                 f"{r.status:7} {r.mib_s:8.3f} MiB/s {r.datagrams:8} dgrams "
+                                f"{r.sends:8} sends "
                                 f"srv {r.server_cpu_pct:5.1f}% cli {r.client_cpu_pct:5.1f}% "
                                 f"{r.detail}",
                                 flush=True,
@@ -439,7 +444,7 @@ def print_table(results: list[Result], loss: int) -> None:
     print(f"\n## {'lossless' if loss == 0 else f'{loss}% loss on the client input'}")
     print(
         f"{'server':10} {'client':6} {'blk':>5} {'win':>7} {'MiB':>4} {'status':8} "
-        f"{'MiB/s':>8} {'dgrams':>8} {'srvCPU':>7} {'cliCPU':>7} {'bottleneck':12} "
+        f"{'MiB/s':>8} {'dgrams':>8} {'sends':>8} {'srvCPU':>7} {'cliCPU':>7} {'bottleneck':12} "
         f"{'wds/hpa':>8} {'wds/atftpd':>10} {'wds/dnsmasq':>11}"
     )
     for r in rows:
@@ -473,7 +478,7 @@ def print_table(results: list[Result], loss: int) -> None:
                 ratios[i] = fmt_ratio(ratio(r, peer))
         print(
             f"{r.server:10} {r.client:6} {r.blksize:5} {win:>7} {r.size / MIB:4.0f} "
-            f"{r.status:8} {r.mib_s:8.3f} {r.datagrams:8} {r.server_cpu_pct:6.1f}% "
+            f"{r.status:8} {r.mib_s:8.3f} {r.datagrams:8} {r.sends:8} {r.server_cpu_pct:6.1f}% "
             f"{r.client_cpu_pct:6.1f}% {r.bottleneck:12} {ratios[0]:>8} {ratios[1]:>10} "
             f"{ratios[2]:>11}" + (f"  [{r.detail}]" if r.detail else "")
         )
@@ -579,7 +584,8 @@ def conditions(args: argparse.Namespace, specs: list[ServerSpec]) -> list[str]:
             clients.append((proc.stdout or proc.stderr).splitlines()[0])
     return [
         f"host: {platform.node()} {platform.machine()} {os.cpu_count()} CPUs, kernel "
-        f"{platform.release()}",
+        f"{platform.release()}; load average {args.load[0][0]:.2f} at the start, "
+        f"{args.load[1][0]:.2f} at the end (other work on the host skews the figures)",
         "link: one veth pair, server namespace <-> client namespace, MTU 1500, "
         + (f"tbf {args.rate} on the server's egress" if args.rate else "no rate limit (tbf off)"),
         f"loss: {', '.join(f'{x}%' for x in args.loss)} (nftables numgen drop of UDP on the "
@@ -597,7 +603,10 @@ def conditions(args: argparse.Namespace, specs: list[ServerSpec]) -> list[str]:
             else f"server pinned to CPU {args.cpus.split(',')[0]}, client to CPU "
             f"{args.cpus.split(',')[1]} (taskset)"
         ),
-        "datagrams: UdpOutDatagrams delta of the server namespace (everything the server sent)",
+        "dgrams: UDP datagrams from the server counted on the client namespace's input before "
+        "the loss rule (the link carries one datagram per frame: gso_max_segs 1, so a UDP GSO "
+        "burst is segmented before the veth and loses datagrams one by one); sends: the server "
+        "namespace's UdpOutDatagrams, one per send call (a GSO burst counts once)",
         f"CPU: server = its cgroup (children included), client = rusage; >= {CPU_BOUND:.0f}% "
         "of one core counts as CPU-bound",
         "servers without windowsize (their OACK omits it) run only at window 1; shown as "
@@ -648,7 +657,9 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix=netns.run_prefix() + "bench-", dir=base) as tmp:
         work = Path(tmp)
         os.chmod(work, 0o755)
+        load_before = os.getloadavg()
         results = run_all(args, specs, work)
+        args.load = (load_before, os.getloadavg())
     print("\n# TFTP bench: conditions")
     for line in conditions(args, specs):
         print(f"- {line}")

@@ -9,6 +9,9 @@ Nothing is created in the host's own namespace: veth pairs are created directly 
 namespaces (``ip -n NS link add ... peer ... netns OTHER``), so a crash can leave at most namespaces
 behind, which :func:`cleanup_stale` removes on the next run.
 
+Lab interfaces carry one datagram per frame (``gso_max_segs 1``: UDP GSO bursts are segmented
+before the veth), so loss rules and counters act on datagrams as a real wire would.
+
 Every lab namespace gets an nftables output guard that drops any packet not addressed to
 198.18.0.0/15 (the benchmarking range the lab addresses come from), 239.0.0.0/8 or its own loopback,
 so a test that gets an address wrong fails instead of talking to the world.
@@ -255,6 +258,11 @@ class Lab:
 
     def _configure(self, ns: Namespace, ifname: str) -> None:
         address = self._next_address()
+        # One frame per datagram, as on a real wire: without this a UDP GSO send (UDP_SEGMENT)
+        # crosses the veth as one super-packet of up to 64 datagrams, so the loss rule would drop
+        # (and an nft counter count) whole bursts instead of datagrams. Past gso_max_segs the
+        # kernel segments in software before the veth.
+        _run(["ip", "-n", ns.name, "link", "set", "dev", ifname, "gso_max_segs", "1"])
         _run(["ip", "-n", ns.name, "addr", "add", str(address), "dev", ifname])
         _run(["ip", "-n", ns.name, "link", "set", ifname, "up"])
         # LAB.md: a namespace has no default route, multicast needs one on the lab interface
@@ -367,6 +375,26 @@ table inet {LOSS_TABLE} {{
 def dropped_by_loss(ns: Namespace) -> int:
     """Datagrams the :func:`set_loss` rule of ``ns`` has dropped so far (0 without a rule)."""
     proc = ns.run(["nft", "list", "table", "inet", LOSS_TABLE], check=False)
+    match = re.search(r"counter packets (\d+)", proc.stdout)
+    return int(match.group(1)) if match else 0
+
+
+def count_udp_from(ns: Namespace, source: str) -> None:
+    """Count, on the input of ``ns``, every UDP datagram from ``source``, before any loss rule."""
+    ns.run(["nft", "delete", "table", "inet", COUNT_TABLE], check=False)
+    ns.nft(f"""
+table inet {COUNT_TABLE} {{
+  chain input {{
+    type filter hook input priority -20; policy accept;
+    ip saddr {source} meta l4proto udp counter
+  }}
+}}
+""")
+
+
+def counted_udp(ns: Namespace) -> int:
+    """Datagrams counted by :func:`count_udp_from` in ``ns`` so far."""
+    proc = ns.run(["nft", "list", "table", "inet", COUNT_TABLE], check=False)
     match = re.search(r"counter packets (\d+)", proc.stdout)
     return int(match.group(1)) if match else 0
 

@@ -59,6 +59,24 @@ def test_pair_carries_datagrams(lab_pair: tuple[netns.Namespace, netns.Namespace
     assert exchange(srv, cli, 20) == 20
 
 
+GSO_BURST = """
+import socket, struct, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_UDP, 103, 100)  # UDP_SEGMENT: 100-byte datagrams
+s.sendto(b"x" * 1600, (sys.argv[1], 9))  # one send, 16 datagrams
+"""
+
+
+def test_udp_gso_bursts_cross_the_link_as_single_datagrams(
+    lab_pair: tuple[netns.Namespace, netns.Namespace],
+) -> None:
+    srv, cli = lab_pair
+    assert "gso_max_segs 1 " in srv.run(["ip", "-d", "link", "show", "eth0"]).stdout
+    netns.count_udp_from(cli, srv.addr())
+    srv.run([sys.executable, "-c", GSO_BURST, cli.addr()])
+    assert netns.counted_udp(cli) == 16
+
+
 def test_bridge_joins_hosts_with_snooping_off(lab: netns.Lab) -> None:
     br, (a, b, c) = lab.bridged(["a", "b", "c"])
     details = br.run(["ip", "-d", "link", "show", "br0"]).stdout
