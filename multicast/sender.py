@@ -106,6 +106,9 @@ class SenderSettings:
     max_repair_blocks: int = 65536
     repair_share: float = 0.5  # of DATA, while the carousel also has something to send
     linger: float = 2.0
+    #: a REPORT asking for a chunk whose last block went out less than this ago was (very
+    #: likely) written before that chunk arrived: it does not make the carousel resend it
+    report_grace: float = 0.3
     finish_announcements: int = 3
 
     def __post_init__(self) -> None:
@@ -192,6 +195,8 @@ class Sender:
         self._opened_at = now
         self._peers: dict[int, _Peer] = {}
         self._union: int | None = None  # cache of the union of needs, see _needed_after
+        #: (time, chunk) of chunks whose last block was sent within report_grace, oldest first
+        self._recent: deque[tuple[float, int]] = deque()
         self._redirected: dict[int, tuple[RedirectReason, Address]] = {}
         self._events: list[Event] = []
         self._control: list[Outgoing] = []
@@ -401,12 +406,12 @@ class Sender:
         peer.verified = min(d.verified_chunks, self.manifest.chunk_count)
         peer.progress.append((now, peer.verified))
         peer.worst_loss = max(peer.worst_loss, d.loss_permille)
-        self._apply_page(peer, d)
+        self._apply_page(peer, d, now)
         self._union = None
         if self.state is SenderState.WAITING:
             self._maybe_start(now)
 
-    def _apply_page(self, peer: _Peer, d: ReceiverReport) -> None:
+    def _apply_page(self, peer: _Peer, d: ReceiverReport, now: float) -> None:
         # pages are byte-aligned (base is a multiple of 8192); anything else is ignored
         count = self.manifest.chunk_count
         if d.bit_count == 0 or d.base_chunk % 8 or d.base_chunk + d.bit_count > count:
@@ -418,6 +423,14 @@ class Sender:
             mask = 0xFF ^ ((1 << (8 - spare)) - 1)
             old = peer.need[start + full]
             peer.need[start + full] = (old & ~mask & 0xFF) | (d.need_bitmap[full] & mask)
+        # the report raced the carousel: a chunk that just went out is still presumed received
+        # (the receiver's next REPORT asks again if it really lost all of it). Without this,
+        # every REPORT written while a chunk was in flight resends that whole chunk to everyone.
+        recent = self._recent
+        while recent and recent[0][0] < now - self.settings.report_grace:
+            recent.popleft()
+        for _, index in recent:
+            peer.need[index >> 3] &= 0xFF ^ (0x80 >> (index & 7))
 
     def _on_nak(self, d: RepairRequest, addr: Address) -> None:
         peer = self._peers.get(d.receiver_id)
@@ -573,6 +586,7 @@ class Sender:
             self._cursor = None
             self._chunk_data = b""
             self._presume_sent(chunk)
+            self._recent.append((now, chunk))
         return self._data(chunk, block, payload, repair=False)
 
     def _presume_sent(self, index: int) -> None:
