@@ -1,0 +1,377 @@
+#!/usr/bin/env python3
+"""Multicast image delivery: wds against udpcast and uftp, side by side in one namespace lab.
+
+    sudo python bench/multicast_bench.py                       # 256 MiB, 1/4/8 receivers, 0/1/5 %
+    sudo python bench/multicast_bench.py --size-mib 64 --receivers 1,4 --loss 0,1 --json out.json
+
+For each receiver count it builds a lab (tests/lab/netns.py): a sender namespace and N receiver
+namespaces on one bridge (multicast snooping off), the sender's egress shaped by tbf (--link,
+500mbit), independent loss at each receiver (nftables `numgen random` on its input hook). Nothing
+is created in the host's namespace; everything is removed at the end, also on failure. Each tool
+then sends the same file (in /dev/shm) to all N receivers:
+
+* wds: `wds send --rate LINK --min-clients N` / `wds receive --json` (verifies every chunk and the
+  whole file itself before it exits);
+* udpcast: `udp-sender --max-bitrate LINK --min-receivers N` / `udp-receiver`;
+* uftp: `uftp -R LINK` (open group) / `uftpd -d` (a daemon: stopped once the server is done).
+
+Measured per run: the time from starting the sender to the last receiver done (all start-up
+included: wds hashes the file and serves the manifest, uftp announces, udpcast waits for its
+receivers), the CPU seconds of every process of the tool (sender and receivers, from wait4) per GB
+delivered (file size x receivers), and whether every output is sha256-identical to the source. A
+run has a time limit (--limit); a tool that fails or runs out of time is reported as such, and
+every process started is killed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+from lab import netns  # noqa: E402
+
+GROUP = "239.254.77.1"
+RDV = "239.254.77.2"
+UFTP_PRIVATE = "239.254.77.3"
+TOOLS = ("wds", "udpcast", "uftp")
+TOOL_BINARIES = {"wds": "wds", "udpcast": "udp-sender", "uftp": "uftp"}
+
+
+@dataclass
+class Run:
+    tool: str
+    receivers: int
+    loss: int
+    status: str = "ok"  # ok | failed | timeout | missing
+    seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    cpu_per_gb: float = 0.0
+    verified: bool = False
+    note: str = ""
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class Proc:
+    """A process in a namespace whose CPU time (rusage from wait4) we collect."""
+
+    def __init__(self, ns: netns.Namespace, cmd: list[str], log: Path) -> None:
+        self.log = log
+        self.handle = log.open("w")
+        self.popen = ns.popen(cmd, stdout=self.handle, stderr=subprocess.STDOUT, cwd=ROOT)
+        self.cpu = 0.0
+        self.code: int | None = None
+        self.ended: float | None = None
+
+    def poll(self) -> bool:
+        if self.code is not None:
+            return True
+        pid, status, usage = os.wait4(self.popen.pid, os.WNOHANG)
+        if pid == 0:
+            return False
+        self._reaped(status, usage)
+        return True
+
+    def _reaped(self, status: int, usage: Any) -> None:
+        self.code = os.waitstatus_to_exitcode(status)
+        self.popen.returncode = self.code
+        self.cpu = usage.ru_utime + usage.ru_stime
+        self.ended = time.monotonic()
+        self.handle.close()
+
+    def stop(self) -> None:
+        if self.code is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGTERM)
+            deadline = time.monotonic() + 3
+            while not self.poll() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            if self.code is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.popen.pid, signal.SIGKILL)
+                _, status, usage = os.wait4(self.popen.pid, 0)
+                self._reaped(status, usage)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+#: (senders, receivers, output paths, start time) of a run just launched
+Started = tuple[list[Proc], list[Proc], list[Path], float]
+
+
+def wait_all(procs: list[Proc], deadline: float) -> bool:
+    while time.monotonic() < deadline:
+        if all(p.poll() for p in procs):
+            return True
+        time.sleep(0.02)
+    return False
+
+
+def run_wds(
+    snd: netns.Namespace,
+    rcv: list[netns.Namespace],
+    image: Path,
+    work: Path,
+    link: str,
+    limit: float,
+) -> Started:
+    t0 = time.monotonic()
+    send = ["wds", "send", str(image), "--session", "bench", "--listen", snd.addr()]
+    send += ["--port", "8080", "--interface", snd.addr(), "--group", GROUP, "--insecure"]
+    send += ["--rate", link, "--min-clients", str(len(rcv)), "--max-wait", "30"]
+    send += ["--linger", "0.5", "--timeout", str(int(limit))]
+    sender = Proc(snd, send, work / "sender.log")
+    deadline = t0 + 60
+    fp = None
+    while fp is None and time.monotonic() < deadline and not sender.poll():
+        fp = re.search(r"key (sha256:[0-9a-f]+)", sender.text())
+        time.sleep(0.02)
+    if fp is None:
+        raise RuntimeError("wds send did not start: " + sender.text()[-500:])
+    outs = [work / f"out{i}" for i in range(len(rcv))]
+    receivers = [
+        Proc(ns, ["wds", "receive", "--server", f"{snd.addr()}:8080", "--session", "bench",
+                  "--out", str(out), "--fingerprint", fp.group(1), "--json",
+                  "--timeout", str(int(limit))], work / f"r{i}.log")
+        for i, (ns, out) in enumerate(zip(rcv, outs, strict=True))
+    ]  # fmt: skip
+    return [sender], receivers, outs, t0
+
+
+def run_udpcast(
+    snd: netns.Namespace,
+    rcv: list[netns.Namespace],
+    image: Path,
+    work: Path,
+    link: str,
+    limit: float,
+) -> Started:
+    common = ["--interface", "eth0", "--portbase", "9000", "--mcast-rdv-address", RDV, "--nokbd"]
+    outs = [work / f"out{i}" for i in range(len(rcv))]
+    t0 = time.monotonic()
+    receivers = [
+        Proc(ns, ["udp-receiver", "--file", str(out), *common, "--no-progress",
+                  "--start-timeout", str(int(limit)), "--receive-timeout", "30"],
+             work / f"r{i}.log")
+        for i, (ns, out) in enumerate(zip(rcv, outs, strict=True))
+    ]  # fmt: skip
+    rate = link.replace("bit", "")
+    sender = Proc(
+        snd,
+        ["udp-sender", "--file", str(image), *common, "--mcast-data-address", GROUP,
+         "--max-bitrate", rate, "--min-receivers", str(len(rcv)), "--max-wait", "30",
+         "--ttl", "1", "--no-progress"],
+        work / "sender.log",
+    )  # fmt: skip
+    return [sender], receivers, outs, t0
+
+
+def run_uftp(
+    snd: netns.Namespace,
+    rcv: list[netns.Namespace],
+    image: Path,
+    work: Path,
+    link: str,
+    limit: float,
+) -> Started:
+    dirs = [work / f"d{i}" for i in range(len(rcv))]
+    t0 = time.monotonic()
+    daemons = []
+    for i, (ns, d) in enumerate(zip(rcv, dirs, strict=True)):
+        d.mkdir()
+        daemons.append(
+            Proc(ns, ["uftpd", "-d", "-I", "eth0", "-M", GROUP, "-D", str(d),
+                      "-L", str(work / f"uftpd{i}.txt")], work / f"r{i}.log")
+        )  # fmt: skip
+    time.sleep(0.5)  # uftpd must be listening before the server announces
+    kbps = str(int(float(link.replace("mbit", "")) * 1000)) if "mbit" in link else "500000"
+    sender = Proc(
+        snd,
+        ["uftp", "-I", "eth0", "-M", GROUP, "-P", UFTP_PRIVATE, "-R", kbps, "-t", "1",
+         "-L", str(work / "uftp.txt"), str(image)],
+        work / "sender.log",
+    )  # fmt: skip
+    outs = [d / image.name for d in dirs]
+    return [sender], daemons, outs, t0
+
+
+RUNNERS = {"wds": run_wds, "udpcast": run_udpcast, "uftp": run_uftp}
+
+
+def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: Path,
+            digest: str, size: int, link: str, limit: float, loss: int) -> Run:  # fmt: skip
+    result = Run(tool, len(rcv), loss)
+    if shutil.which(TOOL_BINARIES[tool]) is None:
+        result.status, result.note = "missing", f"{TOOL_BINARIES[tool]} not installed"
+        return result
+    work = Path(tempfile.mkdtemp(prefix=f"wds-mbench-{tool}-", dir="/dev/shm"))
+    procs: list[Proc] = []
+    try:
+        senders, receivers, outs, t0 = RUNNERS[tool](snd, rcv, image, work, link, limit)
+        procs = senders + receivers
+        deadline = t0 + limit
+        # done = every receiver has its file (uftpd never exits: its server's end says so)
+        waiting = senders if tool == "uftp" else receivers
+        finished = wait_all(waiting, deadline)
+        last = max((p.ended or time.monotonic()) for p in waiting)
+        result.seconds = round(last - t0, 2)
+        wait_all(procs, min(deadline, time.monotonic() + 10))  # senders wind down
+        for p in procs:
+            p.stop()
+        result.cpu_seconds = round(sum(p.cpu for p in procs), 2)
+        gb = size * len(rcv) / 1e9
+        result.cpu_per_gb = round(result.cpu_seconds / gb, 2)
+        hashes = [_sha256(out) for out in outs]
+        result.verified = all(h == digest for h in hashes)
+        if not finished:
+            result.status, result.note = "timeout", f"limit {limit:.0f} s"
+        elif not result.verified or any(p.code for p in waiting):
+            result.status = "failed"
+            bad = [i for i, h in enumerate(hashes) if h != digest]
+            codes = [p.code for p in waiting]
+            result.note = f"exit codes {codes}, outputs differing: {bad}"
+        if tool == "wds":
+            result.details = _wds_summaries(receivers)
+    except Exception as exc:  # a tool that cannot even start is a failed run, not a crash
+        result.status, result.note = "failed", str(exc)[:300]
+    finally:
+        for p in procs:
+            p.stop()
+        shutil.rmtree(work, ignore_errors=True)
+    return result
+
+
+def _wds_summaries(receivers: list[Proc]) -> dict[str, Any]:
+    rows = []
+    for p in receivers:
+        lines = [ln for ln in p.text().splitlines() if ln.startswith("{")]
+        if lines:
+            rows.append(json.loads(lines[-1]))
+    return {
+        "naks": sum(r.get("naks_sent", 0) for r in rows),
+        "repaired": sum(r.get("chunks_repaired", 0) for r in rows),
+        "unicast_chunks": sum(r.get("chunks_unicast", 0) for r in rows),
+    }
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as f:
+            while block := f.read(1 << 22):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--size-mib", type=int, default=256)
+    ap.add_argument("--receivers", default="1,4,8")
+    ap.add_argument("--loss", default="0,1,5", help="percent per receiver, whole numbers")
+    ap.add_argument("--tools", default=",".join(TOOLS))
+    ap.add_argument("--link", default="500mbit", help="tbf rate on the sender's egress")
+    ap.add_argument("--limit", type=float, default=120.0, help="seconds per run")
+    ap.add_argument("--json", type=Path, help="write every run here")
+    args = ap.parse_args(argv)
+    missing = netns.capabilities_missing()
+    if missing:
+        print(f"cannot build the lab: {missing}", file=sys.stderr)
+        return 2
+    counts = [int(x) for x in args.receivers.split(",")]
+    losses = [int(x) for x in args.loss.split(",")]
+    tools = [t for t in args.tools.split(",") if t]
+    size = args.size_mib * 1024 * 1024
+    runs: list[Run] = []
+    with tempfile.TemporaryDirectory(prefix="wds-mbench-", dir="/dev/shm") as tmp:
+        image = Path(tmp) / "install.wim"
+        with image.open("wb") as f:
+            for _ in range(args.size_mib):
+                f.write(os.urandom(1024 * 1024))
+        digest = _sha256(image)
+        assert digest is not None
+        print(f"# {args.size_mib} MiB, link {args.link} (tbf on the sender's egress), "
+              f"{os.cpu_count()} cores, limit {args.limit:.0f} s per run", flush=True)  # fmt: skip
+        for n in counts:
+            with netns.lab() as lab:
+                _, hosts = lab.bridged(["snd", *[f"r{i}" for i in range(n)]])
+                snd, rcv = hosts[0], hosts[1:]
+                netns.set_rate(snd, "eth0", args.link)
+                for loss in losses:
+                    for ns in rcv:
+                        netns.set_loss(ns, loss)
+                    for tool in tools:
+                        r = one_run(tool, snd, rcv, image, digest, size, args.link, args.limit,
+                                    loss)  # fmt: skip
+                        runs.append(r)
+                        print(_row(r), flush=True)
+    print(report(runs, size))
+    if args.json:
+        args.json.write_text(json.dumps([asdict(r) for r in runs], indent=1))
+    return 0
+
+
+def _row(r: Run) -> str:
+    return (f"{r.tool:8} n={r.receivers} loss={r.loss}% {r.status:8} {r.seconds:7.2f} s "
+            f"cpu {r.cpu_seconds:6.2f} s ({r.cpu_per_gb:5.2f} s/GB) "
+            f"verified={'yes' if r.verified else 'NO'} {r.note} {r.details or ''}")  # fmt: skip
+
+
+def report(runs: list[Run], size: int) -> str:
+    head = "| receivers | loss | tool | status | time s | vs udpcast | vs uftp | MB/s per receiver"
+    lines = ["", head + " | CPU s/GB | verified |", "|---|---|---|---|---|---|---|---|---|---|"]
+    by = {(r.tool, r.receivers, r.loss): r for r in runs}
+    goals = []
+    for r in runs:
+        ratios = []
+        for other in ("udpcast", "uftp"):
+            o = by.get((other, r.receivers, r.loss))
+            ok = o is not None and o.status == "ok" and r.status == "ok" and o.seconds
+            ratios.append(f"{r.seconds / o.seconds:.2f}x" if ok else "-")  # type: ignore[union-attr]
+        mbs = size / 1e6 / r.seconds if r.seconds and r.status == "ok" else 0
+        lines.append(f"| {r.receivers} | {r.loss} % | {r.tool} | {r.status} | {r.seconds:.2f} | "
+                     f"{ratios[0]} | {ratios[1]} | {mbs:.1f} | {r.cpu_per_gb:.2f} | "
+                     f"{'yes' if r.verified else 'NO'} |")  # fmt: skip
+        if r.tool != "wds":
+            continue
+        for other in ("udpcast", "uftp"):
+            o = by.get((other, r.receivers, r.loss))
+            if o is None:
+                continue
+            if o.status != "ok":
+                verdict = "PASS" if r.status == "ok" else "FAIL"
+                why = f"{other} {o.status}"
+            else:
+                verdict = "PASS" if r.status == "ok" and r.seconds <= o.seconds else "FAIL"
+                why = f"{r.seconds:.2f} s vs {o.seconds:.2f} s"
+            goals.append(f"{verdict}  wds not slower than {other} at n={r.receivers} "
+                         f"loss={r.loss}%: {why}")  # fmt: skip
+    base = by.get(("wds", 1, 0))
+    target = by.get(("wds", 8, 1))
+    if base and target and base.status == "ok":
+        ok = target.status == "ok" and target.seconds <= 1.15 * base.seconds
+        goals.append(f"{'PASS' if ok else 'FAIL'}  wds 8 receivers at 1 % loss within 1.15x of one "
+                     f"lossless receiver: {target.seconds:.2f} s vs {base.seconds:.2f} s "
+                     f"({target.seconds / base.seconds:.2f}x)")  # fmt: skip
+    return "\n".join([*lines, "", *goals])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
