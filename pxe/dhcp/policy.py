@@ -121,10 +121,15 @@ class ConfigBootPolicy:
         self._next_server = next_server
 
     def boot_for(self, client: ClientIdentity) -> BootDecision | Ignore:
-        config = self._config
-        if config.answer == "none":
+        if self._config.answer == "none":
             return Ignore("[pxe] answer = 'none': no PXE client is answered")
-        device = self._devices.find(mac=client.mac, uuid=client.uuid)
+        return self.boot_for_device(client, self._devices.find(mac=client.mac, uuid=client.uuid))
+
+    def boot_for_device(
+        self, client: ClientIdentity, device: PrestagedDevice | None
+    ) -> BootDecision | Ignore:
+        """The answer for ``client`` once its device (None = unknown) has been looked up."""
+        config = self._config
         if device is None and config.answer == "known":
             who = client.mac + (f" / {client.uuid}" if client.uuid else "")
             return Ignore(f"unknown client {who}: [pxe] answer = 'known'")
@@ -156,20 +161,6 @@ class ConfigBootPolicy:
         return base.rstrip("/") + "/" + path.lstrip("/")
 
 
-class _AnsweredDevices:
-    """The store's prestaged and approved devices as a :class:`DeviceLookup`."""
-
-    def __init__(self, store: DeviceStore) -> None:
-        self._store = store
-
-    def find(self, *, mac: str, uuid: uuid.UUID | None) -> PrestagedDevice | None:
-        record = self._store.find(mac=mac, uuid=uuid)
-        if record is None or not record.answered:
-            return None
-        name = record.mac or str(record.uuid)
-        return PrestagedDevice(name, record.mac, record.uuid, boot_file=record.boot_file)
-
-
 class StoreBootPolicy:
     """:class:`ConfigBootPolicy` behind the device records of :mod:`wds.devices`.
 
@@ -193,11 +184,7 @@ class StoreBootPolicy:
         self._config = config
         self._store = store
         self._inner = ConfigBootPolicy(
-            config,
-            http_url=http_url,
-            http_port=http_port,
-            devices=_AnsweredDevices(store),
-            next_server=next_server,
+            config, http_url=http_url, http_port=http_port, next_server=next_server
         )
 
     def boot_for(self, client: ClientIdentity) -> BootDecision | Ignore:
@@ -220,4 +207,8 @@ class StoreBootPolicy:
             if self._store.record_pending(mac=client.mac, uuid=client.uuid, arch=str(client.arch)):
                 return Ignore(f"unknown device {client.mac} recorded as pending approval")
             return Ignore(f"unknown device {client.mac}: too many pending devices to record it")
-        return self._inner.boot_for(client)
+        device = None
+        if record is not None:  # prestaged or approved
+            name = record.mac or str(record.uuid)
+            device = PrestagedDevice(name, record.mac, record.uuid, boot_file=record.boot_file)
+        return self._inner.boot_for_device(client, device)
