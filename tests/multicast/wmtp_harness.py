@@ -24,6 +24,8 @@ BLOCK = 1444
 
 #: (receiver index, datagram bytes, now) -> drop it?
 LossFn = Callable[[int, bytes, float], bool]
+#: (receiver index, now) -> is that receiver frozen (receives, sends and times out nothing)?
+StallFn = Callable[[int, float], bool]
 
 
 class BytesSource:
@@ -77,11 +79,14 @@ class Lan:
         seed: int = 1,
         loss: LossFn | None = None,
         feedback_loss: float = 0.0,
+        stall: StallFn | None = None,
+        session_id: int = 0x5EED,
     ) -> None:
         self.data = data
         self.now = 0.0
         self.rng = random.Random(seed)
-        self.manifest, self.digest = make_manifest(data)
+        self.stall = stall
+        self.manifest, self.digest = make_manifest(data, session_id=session_id)
         self.source = BytesSource(data)
         self.sender = Sender(
             self.manifest,
@@ -115,8 +120,11 @@ class Lan:
 
     # ------------------------------------------------------------------ delivery
 
+    def stalled(self, c: Client) -> bool:
+        return self.stall is not None and self.stall(c.index, self.now)
+
     def _deliver_to(self, c: Client, datagram: bytes) -> None:
-        if c.complete_at is not None or c.failed is not None:
+        if c.complete_at is not None or c.failed is not None or self.stalled(c):
             return
         copies = [datagram]
         for hook in self.hooks:
@@ -155,6 +163,8 @@ class Lan:
                         if c.addr == o.to:
                             self._deliver_to(c, o.data)
             for c in self.clients:
+                if self.stalled(c):
+                    continue
                 for data, to in c.machine.datagrams_to_send(self.now):
                     progress = True
                     assert to == SENDER
@@ -182,7 +192,9 @@ class Lan:
             if stop is not None and stop():
                 return
             timers = [self.sender.next_timer()]
-            timers += [c.machine.next_timer() for c in self.clients]
+            timers += [c.machine.next_timer() for c in self.clients if not self.stalled(c)]
+            if self.stall is not None:
+                timers.append(self.now + 0.05)  # look again: a stall may end
             due = [t for t in timers if t is not None]
             if not due:
                 return
@@ -194,6 +206,8 @@ class Lan:
             self.sender_events += self.sender.handle_timer(self.now)
             for c in self.clients:
                 timer = c.machine.next_timer()
+                if self.stalled(c):
+                    continue
                 if timer is not None and timer <= self.now:
                     self._handle_client_events(c, c.machine.handle_timer(self.now))
                     if c.unicast and c.complete_at is None:
