@@ -7,7 +7,8 @@ This is the path the loopback tests cannot take: broadcast requests in, broadcas
 SO_BINDTODEVICE, and a PxeAck to the client's port 4011. The lab guard additionally lets
 255.255.255.255 out (a veth pair between two lab namespaces; nothing routes it further).
 
-Booting real firmware through the server (QEMU) is ``tests/pxe/boot_lab.py``, a script.
+Booting real firmware through the server (QEMU) is ``test_boot_lab.py``; ``boot_lab.py`` is the
+script for experiments beyond it.
 """
 
 from __future__ import annotations
