@@ -13,7 +13,9 @@ Boot chains checked on the guest's serial console (QEMU under TCG, every run bou
 
 * SeaBIOS + the e1000's iPXE ROM: address from dnsmasq, ProxyOffer from wds naming the iPXE
   script ``tftp://WDS/boot.ipxe`` -> the script over wds's TFTP prints the marker and chains
-  ``pxelinux.0`` over wds's TFTP -> PXELINUX prints its banner and loads ldlinux.c32 over TFTP.
+  ``pxelinux.0`` over wds's TFTP -> PXELINUX prints its banner, loads ldlinux.c32 and its config
+  over TFTP, then Debian's installer kernel (debian-installer-12-netboot-amd64), which prints its
+  ``Linux version`` banner on the serial console.
 * OVMF with EDK2's own PXE (virtio-net, no option ROM): ProxyOffer without option 43, DHCPREQUEST
   to 4011, PxeAck ``ipxe.efi`` -> "NBP file downloaded successfully" over wds's TFTP -> iPXE EFI
   starts, asks again as iPXE, gets the script URL and runs the script (marker).
@@ -49,9 +51,15 @@ BOOT_FILES = {
     "pxelinux.0": (Path("/usr/lib/PXELINUX/pxelinux.0"), "pxelinux"),
     "ldlinux.c32": (Path("/usr/lib/syslinux/modules/bios/ldlinux.c32"), "syslinux-common"),
     "ipxe.efi": (Path("/usr/lib/ipxe/ipxe.efi"), "ipxe"),
+    # Debian's installer kernel: PXELINUX loads it over wds's TFTP and it prints its banner
+    "linux": (
+        Path("/usr/lib/debian-installer/images/12/amd64/text/debian-installer/amd64/linux"),
+        "debian-installer-12-netboot-amd64",
+    ),
 }
 MARKER = "WDS-LAB-SCRIPT-OK"
 PXELINUX_SAYS = "WDS-LAB-PXELINUX-CONFIG"
+KERNEL_BANNER = "Linux version"
 #: seconds one guest may run (QEMU is killed by `timeout` after this whatever happens)
 GUEST_SECONDS = 100
 
@@ -137,8 +145,11 @@ def _tftp_root(root: Path, wds_ip: str) -> None:
     for name, (source, _package) in BOOT_FILES.items():
         shutil.copyfile(source, root / name)
     (root / "pxelinux.cfg").mkdir()
+    # no initrd: the kernel prints its banner on ttyS0, then stops for want of a root file
+    # system (panic=-1 reboots at once and -no-reboot ends QEMU)
     (root / "pxelinux.cfg" / "default").write_text(
-        f"SAY {PXELINUX_SAYS}\nPROMPT 0\nTIMEOUT 1\nDEFAULT local\nLABEL local\n  LOCALBOOT -1\n"
+        f"SAY {PXELINUX_SAYS}\nPROMPT 0\nTIMEOUT 1\nDEFAULT linux\nLABEL linux\n"
+        "  KERNEL linux\n  APPEND console=ttyS0,115200 panic=-1\n"
     )
     # iPXE (the BIOS ROM, or ipxe.efi that EDK2 loaded) gets this script from wds over TFTP
     (root / "boot.ipxe").write_text(
@@ -244,11 +255,11 @@ def boot_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootLab]:
         lab.close()
 
 
-def test_seabios_ipxe_rom_boots_pxelinux_from_wds_tftp(boot_lab: BootLab) -> None:
+def test_seabios_ipxe_rom_boots_pxelinux_and_a_kernel_from_wds_tftp(boot_lab: BootLab) -> None:
     console = boot_lab.boot(
         ["-device", "e1000,netdev=n0,mac=52:54:00:18:01:01"],
         uefi=False,
-        until=PXELINUX_SAYS,
+        until=KERNEL_BANNER,
         name="seabios",
     )
     log = boot_lab.wds_log_text()
@@ -260,8 +271,10 @@ def test_seabios_ipxe_rom_boots_pxelinux_from_wds_tftp(boot_lab: BootLab) -> Non
     # ... and PXELINUX, downloaded from wds's TFTP, started (its banner) and read its config
     assert re.search(r"PXELINUX \d+\.\d+", console), context
     assert PXELINUX_SAYS in console, context
-    for name in ("boot.ipxe", "pxelinux.0", "ldlinux.c32"):
-        assert re.search(rf"\b{re.escape(name)}\b", log), f"{name} not served by wds: {context}"
+    # ... which loaded Debian's installer kernel over wds's TFTP, and the kernel started
+    assert KERNEL_BANNER in console, context
+    for name in ("boot.ipxe", "pxelinux.0", "ldlinux.c32", "linux"):
+        assert f" fetched {name} (" in log, f"{name} not served by wds's TFTP: {context}"
 
 
 def test_ovmf_edk2_pxe_boots_ipxe_efi_from_wds_tftp(boot_lab: BootLab) -> None:
@@ -276,6 +289,7 @@ def test_ovmf_edk2_pxe_boots_ipxe_efi_from_wds_tftp(boot_lab: BootLab) -> None:
     # EDK2's own PXE: proxy offer without option 43, then the 4011 exchange for the file
     assert re.search(r"52:54:00:18:01:02 .*PxeAck to .*ipxe\.efi", log), context
     assert "NBP file downloaded successfully" in console, context
+    assert " fetched ipxe.efi (" in log and " fetched boot.ipxe (" in log, context
     assert "iPXE" in console, context  # the downloaded boot program started
     assert f"{MARKER} platform=efi" in console, context
 
