@@ -61,7 +61,7 @@ MARKER = "WDS-LAB-SCRIPT-OK"
 PXELINUX_SAYS = "WDS-LAB-PXELINUX-CONFIG"
 KERNEL_BANNER = "Linux version"
 #: seconds one guest may run (QEMU is killed by `timeout` after this whatever happens)
-GUEST_SECONDS = 100
+GUEST_SECONDS = 120
 
 
 @dataclass
@@ -214,12 +214,13 @@ def boot_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootLab]:
     netns.cleanup_stale()
     work = tmp_path_factory.mktemp("bootlab")
     lab = netns.Lab()
+    stack = contextlib.ExitStack()
     try:
         bridge, (site, wds, cli) = lab.bridged(["site", "wds", "cli"])
         for ns in (site, wds, cli):
             _allow_broadcast(ns)
         net = lab.subnet
-        site_log = (work / "site.log").open("w")
+        site_log = stack.enter_context((work / "site.log").open("w"))
         site.popen(
             [
                 "dnsmasq",
@@ -253,6 +254,7 @@ def boot_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BootLab]:
         yield BootLab(lab, bridge, site, wds, cli, work, wds_log)
     finally:
         lab.close()
+        stack.close()
 
 
 def test_seabios_ipxe_rom_boots_pxelinux_and_a_kernel_from_wds_tftp(boot_lab: BootLab) -> None:
