@@ -34,6 +34,7 @@ from wds.errors import WdsError
 __all__ = [
     "ANSWERED",
     "DB_NAME",
+    "SERVER_BUSY_TIMEOUT_MS",
     "Device",
     "DeviceError",
     "DeviceState",
@@ -49,6 +50,12 @@ DeviceState = Literal["prestaged", "pending", "approved", "rejected"]
 ANSWERED: frozenset[str] = frozenset({"prestaged", "approved"})
 #: milliseconds a connection waits for another writer (the CLI beside the server)
 BUSY_TIMEOUT_MS = 5000
+#: what the PXE server waits at most: it writes from its event loop (pending records), and a
+#: client that is not recorded this time asks again in a few seconds
+SERVER_BUSY_TIMEOUT_MS = 250
+#: a pending device's last_seen is rewritten at most this often (seconds): one write per
+#: DISCOVER of a looping client would be a write per packet under a storm
+LAST_SEEN_EVERY = 10.0
 #: pending records kept at most; beyond it unknown clients are no longer recorded (a MAC flood
 #: must not fill the disk)
 MAX_PENDING = 10_000
@@ -163,16 +170,19 @@ class DeviceStore:
         self.path = path
 
     @classmethod
-    def open(cls, state_dir: str | Path, *, create: bool = True) -> DeviceStore:
+    def open(
+        cls, state_dir: str | Path, *, create: bool = True, busy_timeout_ms: int = BUSY_TIMEOUT_MS
+    ) -> DeviceStore:
+        """Open (and with ``create`` make) the database of ``state_dir``."""
         path = Path(state_dir) / DB_NAME
         if not create and not path.exists():
             raise DeviceError(f"no device database at {str(path)!r} (has wds run here?)")
         try:
             if create:
                 path.parent.mkdir(parents=True, exist_ok=True)
-            db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None)
+            db = sqlite3.connect(path, timeout=busy_timeout_ms / 1000, isolation_level=None)
             db.row_factory = sqlite3.Row
-            db.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            db.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
             db.execute("PRAGMA journal_mode = WAL")
             db.execute("PRAGMA synchronous = NORMAL")
             db.executescript(_SCHEMA)
@@ -283,6 +293,9 @@ class DeviceStore:
     def record_pending(self, *, mac: str, uuid: uuid.UUID | None, arch: str) -> Device | None:
         """Record an unknown client as pending (or refresh its last_seen); None when full."""
         now = time.time()
+        known = self.find(mac=mac)
+        if known is not None and known.last_seen and now - known.last_seen < LAST_SEEN_EVERY:
+            return known  # seen a moment ago: no write
         with self._write() as db:
             refreshed = db.execute(
                 "UPDATE device SET last_seen = ?, arch = ? WHERE mac = ?", (now, arch[:64], mac)

@@ -65,9 +65,11 @@ class PxeService:
 
     async def start(self) -> str:
         from pxe.dhcp.server import proxy_dhcp_from_config
-        from wds.devices import DeviceStore
+        from wds.devices import SERVER_BUSY_TIMEOUT_MS, DeviceStore
 
-        self._store = DeviceStore.open(self.config.server.state_dir)
+        self._store = DeviceStore.open(
+            self.config.server.state_dir, busy_timeout_ms=SERVER_BUSY_TIMEOUT_MS
+        )
         self._server = proxy_dhcp_from_config(self.config, store=self._store)
         try:
             ports = await self._server.start()

@@ -277,3 +277,30 @@ def test_approval_by_cli_while_serving_changes_the_next_answer(tmp_path: Path) -
             transport.close()
 
     run(scenario)
+
+
+def test_a_locked_database_makes_the_server_stay_silent_not_stall(tmp_path: Path) -> None:
+    """The server writes pending records from its event loop: a writer holding the lock (a
+    CLI, say) costs it at most its short busy timeout, and the client is simply not answered."""
+    import time
+
+    with DeviceStore.open(tmp_path, busy_timeout_ms=100) as store:
+        policy = StoreBootPolicy(PxeConfig(record_pending=True), store)
+        other = sqlite3.connect(store.path, isolation_level=None)
+        try:
+            other.execute("BEGIN IMMEDIATE")
+            start = time.monotonic()
+            result = policy.boot_for(client())
+            assert time.monotonic() - start < 1.0
+            assert isinstance(result, Ignore) and "device database unavailable" in result.reason
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert isinstance(policy.boot_for(client()), Ignore)  # now recorded as pending
+        assert [d.state for d in store.list()] == ["pending"]
+
+
+def test_pending_last_seen_is_not_rewritten_on_every_discover(store: DeviceStore) -> None:
+    first = store.record_pending(mac=MAC, uuid=None, arch="x86 BIOS (0)")
+    again = store.record_pending(mac=MAC, uuid=None, arch="x86 BIOS (0)")
+    assert first is not None and again is not None and again.last_seen == first.last_seen
