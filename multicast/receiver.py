@@ -55,6 +55,10 @@ class Rng(Protocol):
     def getrandbits(self, k: int, /) -> int: ...
 
 
+#: how often the NAK hold-off of one chunk doubles (PROTOCOL.md 7)
+NAK_BACKOFF_DOUBLINGS = 3
+
+
 class ReceiverState(enum.Enum):
     LISTENING = "listening"
     JOINED = "joined"
@@ -380,7 +384,9 @@ class Receiver:
                 self.naks_sent += 1
             self.repair_chunks.add(ch.index)
             ch.naks_sent += 1
-            until = now + s.nak_holdoff
+            # exponential back-off (0.1, 0.2, 0.4, 0.8 s, then 0.8): a repair that is late
+            # because the sender or this host is loaded must not be asked for again and again
+            until = now + s.nak_holdoff * (1 << min(ch.naks_sent - 1, NAK_BACKOFF_DOUBLINGS))
             for k in due:
                 ch.holdoff[k] = until
         if ch.naks_sent >= s.max_naks_per_chunk:

@@ -97,7 +97,7 @@ class SenderSettings:
     announce_interval: float = 0.5
     receiver_timeout: float = 10.0
     rate_interval: float = 1.0
-    loss_threshold: int = 50  # permille
+    loss_threshold: int = 100  # permille: random loss below this (a lossy LAN) is not congestion
     rate_decrease: float = 0.75
     rate_increase: float = 0.05  # of max_rate per step
     slow_check_interval: float = 1.0
@@ -108,7 +108,7 @@ class SenderSettings:
     linger: float = 2.0
     #: a REPORT asking for a chunk whose last block went out less than this ago was (very
     #: likely) written before that chunk arrived: it does not make the carousel resend it
-    report_grace: float = 0.3
+    report_grace: float = 0.5
     finish_announcements: int = 3
 
     def __post_init__(self) -> None:
@@ -213,6 +213,10 @@ class Sender:
         self._chunk_data = b""
         # repairs: queued (chunk, block) in NAK order, each sent once
         self._repairs: dict[tuple[int, int], None] = {}
+        #: blocks repaired within report_grace: (chunk, block) -> when, oldest first. A NAK for
+        #: one of them comes from a receiver that has not yet read the repair (its queue, our
+        #: queue, the link): repairing it again would only add load where load is the problem.
+        self._repaired: dict[tuple[int, int], float] = {}
         self._repair_credit = 64.0  # repairs allowed before carousel DATA earns more
         # token bucket (PROTOCOL.md section 6)
         self._datagram_cost = manifest.block_size + 28 + IP_UDP_OVERHEAD
@@ -235,7 +239,7 @@ class Sender:
         if isinstance(d, ReceiverReport):
             self._on_report(d, addr, now)
         elif isinstance(d, RepairRequest):
-            self._on_nak(d, addr)
+            self._on_nak(d, addr, now)
         else:
             return [Ignored(f"{type(d).__name__} is sent by senders, not to them")]
         return self._drain()
@@ -432,7 +436,7 @@ class Sender:
         for _, index in recent:
             peer.need[index >> 3] &= 0xFF ^ (0x80 >> (index & 7))
 
-    def _on_nak(self, d: RepairRequest, addr: Address) -> None:
+    def _on_nak(self, d: RepairRequest, addr: Address, now: float) -> None:
         peer = self._peers.get(d.receiver_id)
         if peer is None or peer.addr != addr:
             self._events.append(Ignored("NAK from a receiver not in the session"))
@@ -448,12 +452,18 @@ class Sender:
             ):
                 self._events.append(Ignored(f"NAK range {r} outside the manifest"))
                 return
+        repaired = self._repaired
+        while repaired:
+            oldest = next(iter(repaired))
+            if repaired[oldest] >= now - self.settings.report_grace:
+                break
+            del repaired[oldest]
         queued: list[BlockRange] = []
         for r in d.ranges:
             run: list[int] = []
             for k in range(r.first_block, r.first_block + r.block_count):
                 full = len(self._repairs) >= self.settings.max_repair_blocks
-                if full or (r.chunk, k) in self._repairs:
+                if full or (r.chunk, k) in self._repairs or (r.chunk, k) in self._repaired:
                     if run:
                         queued.append(BlockRange(r.chunk, run[0], len(run)))
                         run = []
@@ -568,6 +578,10 @@ class Sender:
             offset = chunk * m.chunk_size + block * m.block_size
             payload = self._source.read(offset, m.block_length(chunk, block))
             self.repairs_sent += 1
+            self._repaired.pop((chunk, block), None)  # keep the dict in time order
+            self._repaired[(chunk, block)] = now
+            if len(self._repaired) > self.settings.max_repair_blocks:
+                del self._repaired[next(iter(self._repaired))]
             return self._data(chunk, block, payload, repair=True)
         if self._cursor is None:
             nxt = self._needed_after(self._last_chunk)

@@ -61,6 +61,10 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 MAX_MANIFEST_BYTES = 177 + MAX_NAME_BYTES + 32 * MAX_CHUNK_COUNT
 #: after the multicast session ended, keep serving HTTP until it was idle this long (top-ups)
 HTTP_LINGER = 3.0
+#: chunk buffers a receiver may have open (PROTOCOL.md 7): about 2 s at 500 Mbit/s, so a
+#: receiver that lags behind the carousel (a loaded host) keeps repairing blocks instead of
+#: dropping half-repaired chunks and asking for them whole
+OPEN_CHUNK_BYTES = 128 * 1024 * 1024
 _RATE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmg]?)(bit|bps|b)?(?:/s)?$", re.IGNORECASE)
 
 
@@ -390,7 +394,9 @@ async def _receive(args: argparse.Namespace, summary: Summary) -> int:
             rng=random.Random(secrets.randbits(64)),
             now=loop.time(),
             have=output.have,
-            settings=ReceiverSettings(sender_timeout=args.sender_timeout),
+            settings=ReceiverSettings(
+                sender_timeout=args.sender_timeout, max_open_bytes=OPEN_CHUNK_BYTES
+            ),
         )
         summary.chunks_resumed = machine.verified_chunks
         with _progress(machine, args.json) as progress:
