@@ -246,8 +246,16 @@ def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: 
             bad = [i for i, h in enumerate(hashes) if h != digest]
             codes = [p.code for p in waiting]
             result.note = f"exit codes {codes}, outputs differing: {bad}"
+            failing = [p for p in waiting if p.code] or [waiting[bad[0]]] if bad else []
+            if failing:  # the tool's own words, for the report
+                tail = " | ".join(failing[0].text().strip().splitlines()[-3:])
+                result.note += f"; its log ends: {tail[-240:]}"
         if tool == "wds":
             result.details = _wds_summaries(receivers)
+            sent = re.search(r"data=(\d+) repairs=(\d+)", senders[0].text())
+            if sent:
+                result.details["sent"] = int(sent.group(1))
+                result.details["repairs"] = int(sent.group(2))
     except Exception as exc:  # a tool that cannot even start is a failed run, not a crash
         result.status, result.note = "failed", str(exc)[:300]
     finally:
@@ -267,6 +275,7 @@ def _wds_summaries(receivers: list[Proc]) -> dict[str, Any]:
         "naks": sum(r.get("naks_sent", 0) for r in rows),
         "repaired": sum(r.get("chunks_repaired", 0) for r in rows),
         "unicast_chunks": sum(r.get("chunks_unicast", 0) for r in rows),
+        "datagrams_per_receiver": sum(r.get("datagrams", 0) for r in rows) // max(1, len(rows)),
     }
 
 
