@@ -50,7 +50,8 @@ GROUP = "239.254.77.1"
 RDV = "239.254.77.2"
 UFTP_PRIVATE = "239.254.77.3"
 TOOLS = ("wds", "udpcast", "uftp")
-TOOL_BINARIES = {"wds": "wds", "udpcast": "udp-sender", "uftp": "uftp"}
+#: `--tools wds-unicast`: the same `wds send`, receivers with `--unicast` (HTTP ranges only)
+TOOL_BINARIES = {"wds": "wds", "wds-unicast": "wds", "udpcast": "udp-sender", "uftp": "uftp"}
 
 
 @dataclass
@@ -130,6 +131,7 @@ def run_wds(
     work: Path,
     link: str,
     limit: float,
+    unicast: bool = False,
 ) -> Started:
     t0 = time.monotonic()
     send = ["wds", "send", str(image), "--session", "bench", "--listen", snd.addr()]
@@ -148,7 +150,8 @@ def run_wds(
     receivers = [
         Proc(ns, ["wds", "receive", "--server", f"{snd.addr()}:8080", "--session", "bench",
                   "--out", str(out), "--fingerprint", fp.group(1), "--json",
-                  "--timeout", str(int(limit))], work / f"r{i}.log")
+                  "--timeout", str(int(limit)), *(["--unicast"] if unicast else [])],
+             work / f"r{i}.log")
         for i, (ns, out) in enumerate(zip(rcv, outs, strict=True))
     ]  # fmt: skip
     return [sender], receivers, outs, t0
@@ -211,7 +214,23 @@ def run_uftp(
     return [sender], daemons, outs, t0
 
 
-RUNNERS = {"wds": run_wds, "udpcast": run_udpcast, "uftp": run_uftp}
+def run_wds_unicast(
+    snd: netns.Namespace,
+    rcv: list[netns.Namespace],
+    image: Path,
+    work: Path,
+    link: str,
+    limit: float,
+) -> Started:
+    return run_wds(snd, rcv, image, work, link, limit, unicast=True)
+
+
+RUNNERS = {
+    "wds": run_wds,
+    "wds-unicast": run_wds_unicast,
+    "udpcast": run_udpcast,
+    "uftp": run_uftp,
+}
 
 
 def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: Path,
@@ -250,7 +269,7 @@ def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: 
             if failing:  # the tool's own words, for the report
                 tail = " | ".join(failing[0].text().strip().splitlines()[-3:])
                 result.note += f"; its log ends: {tail[-240:]}"
-        if tool == "wds":
+        if tool.startswith("wds"):
             result.details = _wds_summaries(receivers)
             sent = re.search(r"data=(\d+) repairs=(\d+)", senders[0].text())
             if sent:
@@ -379,6 +398,14 @@ def report(runs: list[Run], size: int) -> str:
         goals.append(f"{'PASS' if ok else 'FAIL'}  wds 8 receivers at 1 % loss within 1.15x of one "
                      f"lossless receiver: {target.seconds:.2f} s vs {base.seconds:.2f} s "
                      f"({target.seconds / base.seconds:.2f}x)")  # fmt: skip
+    for loss in sorted({r.loss for r in runs}):
+        mc, uc = by.get(("wds", 1, loss)), by.get(("wds-unicast", 1, loss))
+        if mc and uc and mc.status == "ok" and uc.status == "ok":
+            ok = mc.seconds <= 1.1 * uc.seconds
+            goals.append(
+                f"{'PASS' if ok else 'FAIL'}  one receiver at {loss} % loss: multicast "
+                f"{mc.seconds:.2f} s vs --unicast {uc.seconds:.2f} s (within 1.1x)"
+            )
     return "\n".join([*lines, "", *goals])
 
 

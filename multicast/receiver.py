@@ -78,6 +78,9 @@ class ReceiverSettings:
     max_pages_per_report: int = 4
     done_reports: int = 3
     sender_timeout: float = 15.0
+    #: no DATA for this long: the carousel has stopped, so the blocks still missing at the end
+    #: of open chunks (a lost tail that no later DATA revealed) are gaps to NAK (PROTOCOL.md 7)
+    tail_timeout: float = 0.05
 
 
 class _OpenChunk:
@@ -138,6 +141,7 @@ class Receiver:
         self._out: list[tuple[bytes, Address]] = []
         self._events: list[Event] = []
         self._last_heard = now
+        self._last_data = now
         self._next_report: float | None = None
         self._pages = (count + MAX_BITMAP_BITS - 1) // MAX_BITMAP_BITS
         self._dirty_pages: set[int] = set(range(self._pages))
@@ -204,6 +208,8 @@ class Receiver:
             times.append(self._last_heard + self.settings.sender_timeout)
         if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):  # the states that NAK
             times.extend(ch.nak_due for ch in self._open.values() if ch.nak_due is not None)
+            if any(ch.gap_end < len(ch.got) for ch in self._open.values()):
+                times.append(self._last_data + self.settings.tail_timeout)
         if self._next_report is not None:
             times.append(self._next_report)
         return min(times) if times else None
@@ -216,6 +222,9 @@ class Receiver:
             else:
                 self._fail(f"no datagram from the sender for {self.settings.sender_timeout:.0f} s")
         if self.state in (ReceiverState.JOINED, ReceiverState.LISTENING):
+            if now >= self._last_data + self.settings.tail_timeout:
+                for ch in self._open.values():  # the carousel went quiet: a lost tail is a gap
+                    self._mark_gaps(ch, len(ch.got), now)
             for ch in list(self._open.values()):
                 if ch.nak_due is not None and ch.nak_due <= now:
                     self._send_naks(ch, now)
@@ -228,7 +237,7 @@ class Receiver:
     def _dispatch(self, d: Datagram, addr: Address, now: float) -> None:
         match d:
             case DataBlock():
-                self._last_heard = now
+                self._last_heard = self._last_data = now
                 self._on_data(d, now)
             case Announce():
                 self._on_announce(d, addr, now)

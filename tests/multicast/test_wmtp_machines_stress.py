@@ -89,3 +89,26 @@ def test_a_receiver_frozen_until_the_session_ended_tops_up_over_http() -> None:
     lan.unicast_top_up(frozen)
     lan.assert_byte_exact()
     assert not set(before) & set(frozen.writes[len(before) :])
+
+
+def test_a_lost_tail_is_naked_when_the_carousel_goes_quiet() -> None:
+    # the image's last block is lost once: no later DATA reveals it, the quiet does (tail_timeout)
+    lan = Lan(IMAGE[:-777] + bytes(5000))  # the last chunk has 4 blocks; lose its last one
+    last = (24, lan.manifest.blocks_in_chunk(24) - 1)
+    dropped: list[int] = []
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        where = (int.from_bytes(data[16:20]), int.from_bytes(data[20:22]))
+        if data[3] == DatagramType.DATA and not dropped and where == last:
+            dropped.append(1)
+            return True
+        return False
+
+    lan.loss = loss
+    client = lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    blocks = sum(lan.manifest.blocks_in_chunk(i) for i in range(lan.manifest.chunk_count))
+    assert dropped and client.naks == 1
+    assert lan.sender.repairs_sent == 1 and lan.sender.data_sent == blocks + 1  # not the chunk
+    assert client.complete_at is not None and client.complete_at < 1.0
