@@ -1,8 +1,10 @@
 """DHCP/BOOTP messages: bytes to a frozen :class:`DhcpPacket` and back.
 
-The fixed header (RFC 2131 section 2, RFC 951) is one ``struct`` format and option areas are read
-by a TLV loop: both run for every datagram, and construct, used for this at first, was most of a
-request's cost under a DISCOVER storm. Options are kept as raw bytes per code (typed views live in
+The layout is declared with construct (:data:`BOOTP_HEADER`, :data:`OPTION_AREA`): that is the
+reference. The hot path that runs for every datagram is a ``struct`` format for the fixed header
+(RFC 2131 section 2, RFC 951) and a TLV loop for option areas, because construct was most of a
+request's cost under a DISCOVER storm; tests/pxe/test_dhcp_construct.py checks that both read and
+write the same bytes. Options are kept as raw bytes per code (typed views live in
 :mod:`pxe.dhcp.options`), after undoing the two ways DHCP spreads one option over a message:
 
 * option overload (RFC 2132 9.3, option 52): the ``file`` and/or ``sname`` fields carry options too;
@@ -24,13 +26,18 @@ import struct
 from dataclasses import dataclass, field
 from ipaddress import IPv4Address
 
+import construct as c
+
 from wds.errors import LocalProtocolError, RemoteProtocolError
 
 __all__ = [
+    "BOOTP_HEADER",
     "BOOTP_MIN_SIZE",
     "MAGIC_COOKIE",
     "MAX_OPTIONS",
     "MAX_PACKET_SIZE",
+    "OPTION_AREA",
+    "OPTION_ITEM",
     "ZERO_ADDRESS",
     "BootpOp",
     "DhcpOption",
@@ -83,6 +90,35 @@ class Overload(enum.IntFlag):
 # of a DISCOVER storm, and construct's per-field parse and build cost half a request's time.)
 _HEADER = struct.Struct("!BBBBIHH4s4s4s4s16s64s128s4s")
 assert _HEADER.size == HEADER_SIZE + len(MAGIC_COOKIE)
+
+#: The declared layout of the fixed header and cookie (RFC 2131 figure 1), the reference that
+#: ``_HEADER`` must match field for field.
+BOOTP_HEADER = c.Struct(
+    "op" / c.Int8ub,
+    "htype" / c.Int8ub,
+    "hlen" / c.Int8ub,
+    "hops" / c.Int8ub,
+    "xid" / c.Int32ub,
+    "secs" / c.Int16ub,
+    "flags" / c.Int16ub,
+    "ciaddr" / c.Bytes(4),
+    "yiaddr" / c.Bytes(4),
+    "siaddr" / c.Bytes(4),
+    "giaddr" / c.Bytes(4),
+    "chaddr" / c.Bytes(16),
+    "sname" / c.Bytes(64),
+    "file" / c.Bytes(128),
+    "cookie" / c.Const(MAGIC_COOKIE),
+)
+assert BOOTP_HEADER.sizeof() == _HEADER.size
+
+#: RFC 2132 section 2: Pad (0) and End (255) are one byte; every other option is code, length,
+#: data. An option area is such items up to and including End.
+OPTION_ITEM = c.Struct(
+    "code" / c.Int8ub,
+    "data" / c.If(lambda this: this.code not in (PAD, END), c.Prefixed(c.Int8ub, c.GreedyBytes)),
+)
+OPTION_AREA = c.RepeatUntil(lambda item, _items, _ctx: item["code"] == END, OPTION_ITEM)
 
 
 @dataclass(frozen=True)
