@@ -166,3 +166,21 @@ def test_an_image_that_does_not_fit_is_exit_5_before_the_transfer(tmp_path: Path
     assert code == 5 and "needed" in str(result["failure"]), result
     assert result["bytes_received"] == 0
     assert "out" not in left  # never a file under the target's name
+
+
+def test_sigterm_is_exit_130_with_a_summary_and_no_target_file(tmp_path: Path) -> None:
+    import signal
+
+    _image(tmp_path / "install.wim", 2 * MiB, 6)
+    # the sender waits for a second receiver that never comes: the receiver is mid-session
+    with wds_send(tmp_path / "install.wim", "--insecure", "--min-clients", "2") as s:
+        proc = receive(s, tmp_path / "out", "--insecure")
+        deadline = time.monotonic() + 20
+        while not (tmp_path / "out.wds-partial").exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)
+        code, result = summary(proc)
+    assert code == 130 and result["verified"] is False and result["failure"], result
+    assert not (tmp_path / "out").exists()
+    assert (tmp_path / "out.wds-bitmap").exists()  # a rerun resumes
