@@ -28,6 +28,7 @@ class SessionHttp:
         self.image = image
         self.in_flight = 0
         self.requests = 0
+        self.image_requests = 0  # range (or whole-image) requests served: HTTP receivers
         self._last = time.monotonic()
         self.app = web.Application(middlewares=[self._count])
         self.app.router.add_get(f"/sessions/{name}/manifest", self._manifest)
@@ -54,6 +55,7 @@ class SessionHttp:
         return web.Response(body=self.manifest, content_type="application/octet-stream")
 
     async def _image(self, request: web.Request) -> web.FileResponse:
+        self.image_requests += 1
         return web.FileResponse(self.image, headers={"Content-Type": "application/octet-stream"})
 
 

@@ -249,10 +249,12 @@ async def _send(args: argparse.Namespace) -> int:
     print(
         f"wds send: finished completed={sender.completed} data={sender.data_sent} "
         f"repairs={sender.repairs_sent} gso_sends={service.gso_sends} "
-        f"http_requests={web.requests}",
+        f"http_requests={web.requests} range_requests={web.image_requests}",
         flush=True,
     )
-    return EXIT_OK if sender.completed or web.requests > 0 else EXIT_FAILED
+    # 0: somebody got the image (by multicast, or by HTTP ranges: --unicast receivers do not
+    # join the multicast session, a sender serving only them runs until --timeout or SIGTERM)
+    return EXIT_OK if sender.completed or web.image_requests > 0 else EXIT_FAILED
 
 
 # ----------------------------------------------------------------------------------- receive
