@@ -12,6 +12,7 @@ from dhcp_strategies import MAC, SERVER, discover, golden, golden_names, option_
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pxe.dhcp.arch import Firmware, ProcessorArch, describe_arch
 from pxe.dhcp.codec import BootpOp, DhcpOption, DhcpPacket, parse_packet
 from pxe.dhcp.decide import (
     BootDecision,
@@ -387,3 +388,41 @@ def test_decide_never_raises(
             if isinstance(result, Reply):
                 assert parse_packet(result.payload) == result.packet
                 assert len(result.payload) <= 576
+
+
+# --- the whole architecture table ---------------------------------------------------------------
+
+EVERY_BOOT_FILE = PxeBootConfig(
+    bios="bios.0",
+    efi_ia32="ia32.efi",
+    efi_x64="x64.efi",
+    efi_arm32="arm32.efi",
+    efi_arm64="arm64.efi",
+)
+
+
+@pytest.mark.parametrize("code", [int(a) for a in ProcessorArch], ids=lambda c: f"arch{c}")
+def test_decision_table_for_every_iana_architecture(code: int) -> None:
+    """Every registered option 93 value: the boot file of its family (a URL for HTTP Boot
+    clients), or an Ignore naming the architecture when wds has no boot file family for it."""
+    info = describe_arch(code)
+    kind = b"HTTPClient" if info.http else b"PXEClient"
+    request = discover(vendor_class=kind + f":Arch:{code:05d}:UNDI:003000".encode(), arch=code)
+    result = answer(request, policy(boot=EVERY_BOOT_FILE, proxy_mode="offer"))
+    if info.firmware is Firmware.OTHER:
+        assert isinstance(result, Ignore)
+        assert str(code) in result.reason and info.name in result.reason
+        return
+    assert isinstance(result, Reply), result
+    expected = getattr(EVERY_BOOT_FILE, info.firmware.value)
+    if info.http:
+        assert result.packet.file == f"{HTTP}{expected}".encode()
+        assert result.packet.option(60) == b"HTTPClient"
+    else:
+        assert result.packet.file == expected.encode()
+        assert result.packet.option(60) == b"PXEClient"
+    assert result.client.arch.code == code
+
+
+def test_seven_and_nine_are_both_x64_uefi() -> None:
+    assert describe_arch(7).firmware is describe_arch(9).firmware is Firmware.EFI_X64
