@@ -10,24 +10,13 @@ it fails, because CI installs everything and runs as root (LAB.md).
 
 from __future__ import annotations
 
-import os
 import shutil
 from collections.abc import Iterator
 
 import pytest
+from wds_testsupport import require
 
 from lab import netns
-
-IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
-
-
-def require(condition: bool, reason: str) -> None:
-    """Skip locally, fail in CI, when ``condition`` is false."""
-    if condition:
-        return
-    if IN_CI:
-        pytest.fail(f"CI must provide this: {reason}", pytrace=False)
-    pytest.skip(reason)
 
 
 def require_root() -> None:

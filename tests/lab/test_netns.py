@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import wds_testsupport
 
 from lab import fixtures, netns
 
@@ -154,10 +155,10 @@ def test_cleanup_stale_removes_only_dead_runs() -> None:
 
 def test_require_root_fails_in_ci_and_skips_locally(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(netns, "capabilities_missing", lambda: "needs root (test)")
-    monkeypatch.setattr(fixtures, "IN_CI", True)
+    monkeypatch.setattr(wds_testsupport, "IN_CI", True)
     with pytest.raises(pytest.fail.Exception, match="CI must provide this: needs root"):
         fixtures.require_root()
-    monkeypatch.setattr(fixtures, "IN_CI", False)
+    monkeypatch.setattr(wds_testsupport, "IN_CI", False)
     with pytest.raises(pytest.skip.Exception, match="needs root"):
         fixtures.require_root()
 

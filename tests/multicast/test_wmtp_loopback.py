@@ -9,7 +9,7 @@ import random
 import socket
 from pathlib import Path
 
-import pytest
+from wds_testsupport import require
 from wmtp_harness import CHUNK, make_manifest
 
 from multicast.events import SessionFinished
@@ -66,8 +66,7 @@ def _multicast_loopback_works(group: str, port: int) -> bool:
 
 def test_loopback_multicast_two_receivers_byte_exact(tmp_path: Path) -> None:
     group, port = _group_for_this_run(), _free_port()
-    if not _multicast_loopback_works(group, port):
-        pytest.skip("multicast on 127.0.0.1 does not work on this host")
+    require(_multicast_loopback_works(group, port), "multicast on 127.0.0.1 does not work here")
     data = random.Random(21).randbytes(16 * CHUNK + 777)  # ~1 MiB, 17 chunks
     manifest, digest = make_manifest(data)
     events: list[Event] = []
@@ -128,8 +127,7 @@ def test_tool_resumes_after_an_interrupted_run_and_fetches_the_manifest_by_http(
     from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
     group, port = _group_for_this_run(), _free_port()
-    if not _multicast_loopback_works(group, port):
-        pytest.skip("multicast on 127.0.0.1 does not work on this host")
+    require(_multicast_loopback_works(group, port), "multicast on 127.0.0.1 does not work here")
     data = random.Random(22).randbytes(6 * 1024 * 1024 + 3)
     (tmp_path / "img").write_bytes(data)
     root = Path(__file__).resolve().parents[2]
@@ -167,8 +165,7 @@ def test_disk_error_ends_the_receiver_with_exit_5(tmp_path: Path) -> None:
     from multicast.output import OutputError
 
     group, port = _group_for_this_run(), _free_port()
-    if not _multicast_loopback_works(group, port):
-        pytest.skip("multicast on 127.0.0.1 does not work on this host")
+    require(_multicast_loopback_works(group, port), "multicast on 127.0.0.1 does not work here")
     data = random.Random(23).randbytes(4 * CHUNK)
     manifest, digest = make_manifest(data)
 

@@ -2,25 +2,20 @@
 
 from __future__ import annotations
 
-import os
 import random
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from wds_testsupport import require_tool
 
 from store.helpers import capture
 from wds.cli.main import main
 
 
 def _require_wimlib() -> None:
-    if shutil.which("wimlib-imagex") is not None:
-        return
-    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
-        pytest.fail("CI must provide wimlib-imagex (apt-get install wimtools)", pytrace=False)
-    pytest.skip("wimlib-imagex not found (apt-get install wimtools)")
+    require_tool("wimlib-imagex", "wimtools")
 
 
 def _tree(root: Path, seed: int, files: int, size: int) -> Path:
