@@ -62,6 +62,16 @@ BOOT_FILES = {
 MARKER = "WDS-LAB-SCRIPT-OK"
 PXELINUX_SAYS = "WDS-LAB-PXELINUX-CONFIG"
 KERNEL_BANNER = "Linux version"
+#: terminal control sequences on a serial console (SeaBIOS's serial console and the kernel send
+#: resets, colours and cursor moves that can fall between the characters of a banner)
+_ESCAPES = re.compile(r"\x1b(?:\[[0-9;?]*[ -/]*[@-~]|[@-Z\\-_]|.)")
+
+
+def _plain(console: str) -> str:
+    """A console transcript as text: escape sequences, backspaces and CRs removed."""
+    return _ESCAPES.sub("", console).replace("\b", "").replace("\r", "")
+
+
 #: seconds one guest may run (QEMU is killed by `timeout` after this whatever happens)
 GUEST_SECONDS = 120
 
@@ -130,7 +140,7 @@ class BootLab:
                     with contextlib.suppress(ProcessLookupError):
                         os.killpg(guest.pid, signal.SIGKILL)
                 guest.wait(timeout=10)
-        return console.read_bytes().decode("ascii", "replace").replace("\x1b", "")
+        return _plain(console.read_bytes().decode("ascii", "replace"))
 
 
 def _allow_broadcast(ns: netns.Namespace) -> None:
