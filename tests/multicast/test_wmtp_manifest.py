@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from multicast import keys
-from multicast.codec import build_manifest, parse_manifest
+from multicast.codec import ChunkManifest, build_manifest, parse_manifest
 from multicast.manifest import (
     UntrustedManifest,
     build_manifest_from_file,
@@ -31,10 +31,9 @@ def image(tmp_path: Path) -> tuple[Path, bytes]:
     return path, data
 
 
-def test_manifest_hashes_every_chunk_and_the_file(image: tuple[Path, bytes]) -> None:
-    path, data = image
-    key = keys.generate_key()
-    m = build_manifest_from_file(
+def _manifest_of(path: Path) -> ChunkManifest:
+    """The manifest these tests build: session 7, chunks of CHUNK bytes, blocks for MTU 1500."""
+    return build_manifest_from_file(
         path,
         session_id=7,
         name="win11",
@@ -44,6 +43,12 @@ def test_manifest_hashes_every_chunk_and_the_file(image: tuple[Path, bytes]) -> 
         port=9000,
         rate_kbps=100_000,
     )
+
+
+def test_manifest_hashes_every_chunk_and_the_file(image: tuple[Path, bytes]) -> None:
+    path, data = image
+    key = keys.generate_key()
+    m = _manifest_of(path)
     assert m.image_size == len(data) and m.chunk_count == 4
     assert m.image_sha256 == hashlib.sha256(data).digest()
     for i, h in enumerate(m.chunk_sha256):
@@ -58,16 +63,7 @@ def test_manifest_hashes_every_chunk_and_the_file(image: tuple[Path, bytes]) -> 
 def test_tampered_manifest_rejected(image: tuple[Path, bytes]) -> None:
     path, _ = image
     key = keys.generate_key()
-    m = build_manifest_from_file(
-        path,
-        session_id=7,
-        name="win11",
-        chunk_size=CHUNK,
-        block_size=1444,
-        group="239.255.42.1",
-        port=9000,
-        rate_kbps=100_000,
-    )
+    m = _manifest_of(path)
     wire = build_manifest(sign_manifest(m, key))
     # flip one bit in a chunk hash, in the size, in the signature: each must be refused
     for offset in (81 + 5 + 40, 27, len(wire) - 1):
@@ -79,16 +75,7 @@ def test_tampered_manifest_rejected(image: tuple[Path, bytes]) -> None:
 
 def test_manifest_signed_by_another_key_rejected(image: tuple[Path, bytes]) -> None:
     path, _ = image
-    m = build_manifest_from_file(
-        path,
-        session_id=7,
-        name="win11",
-        chunk_size=CHUNK,
-        block_size=1444,
-        group="239.255.42.1",
-        port=9000,
-        rate_kbps=100_000,
-    )
+    m = _manifest_of(path)
     ours, forger = keys.generate_key(), keys.generate_key()
     forged = build_manifest(sign_manifest(m, forger))  # validly signed, by the wrong key
     with pytest.raises(UntrustedManifest, match="different key"):
