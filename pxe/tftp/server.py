@@ -63,6 +63,19 @@ _GSO_UNSUPPORTED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP
 _GSO_CMSG: dict[int, list[tuple[int, int, bytes]]] = {}
 
 
+@dataclass(frozen=True)
+class TransferEnd:
+    """What :attr:`TftpServer.on_transfer_end` is told about an ended transfer."""
+
+    client: tuple[str, int]
+    name: str  # the file as served (relative to the root)
+    size: int
+    completed: bool
+    seconds: float
+    retransmitted: int
+    message: str  # why it failed; empty when completed
+
+
 @dataclass
 class _Pending:
     request: TftpReadRequest
@@ -117,6 +130,11 @@ class TftpServer:
         self.address: tuple[str, int] = ("", 0)
         self.completed = 0
         self.failed = 0
+        self.bytes_sent = 0  # file bytes of completed transfers
+        self.retransmitted = 0  # DATA datagrams sent again, over all ended transfers
+        #: called once per ended transfer (not for declined option sets): the server's device
+        #: events and metrics listen here; it must not block
+        self.on_transfer_end: Callable[[TransferEnd], None] | None = None
 
     # ----------------------------------------------------------------------------------------
     # Life cycle
@@ -382,8 +400,24 @@ class TftpServer:
         elapsed = max(machine.finished_at - machine.started_at, 1e-6)
         stats = machine.stats
         options = format_options(machine.negotiated.oack)
+        if machine.outcome is not Outcome.DECLINED:
+            self.retransmitted += stats.retransmitted
+            if self.on_transfer_end is not None:
+                done = machine.outcome is Outcome.COMPLETED
+                self.on_transfer_end(
+                    TransferEnd(
+                        client=client,
+                        name=served.name,
+                        size=machine.size,
+                        completed=done,
+                        seconds=elapsed,
+                        retransmitted=stats.retransmitted,
+                        message="" if done else machine.message,
+                    )
+                )
         if machine.outcome is Outcome.COMPLETED:
             self.completed += 1
+            self.bytes_sent += machine.size
             peer_log(client).info(
                 "fetched %s (%d bytes, %s, options %s) in %.3f s, %.2f MiB/s, "
                 "%d datagrams, %d retransmitted, %d timeouts, rtt %s, window min %.1f",
