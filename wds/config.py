@@ -140,6 +140,9 @@ class ServerConfig:
     store: Path = opt(Path("/var/lib/wds/store"), "the image store (boot and install WIMs)")
     user: str = opt("", "drop privileges to this user after binding ports; empty = stay")
     log_level: Literal["debug", "info", "warning", "error"] = opt("info", "log verbosity")
+    stop_grace: float = opt(
+        10.0, "seconds a stopping server lets running transfers finish", _between(0, 3600)
+    )
 
 
 @dataclass(frozen=True)
@@ -216,6 +219,16 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class DeployConfig:
+    """The deployment environment a machine with an assigned session is booted into."""
+
+    kernel: Path = opt(Path("/var/lib/wds/deploy/vmlinuz"), "Linux kernel served over HTTP")
+    initrd: Path = opt(Path("/var/lib/wds/deploy/initrd.img"), "its initramfs")
+    cmdline: str = opt("console=ttyS0", "extra kernel command line for the environment")
+    target: str = opt("/dev/vda", "disk the environment writes the image to")
+
+
+@dataclass(frozen=True)
 class MulticastConfig:
     group_pool: str = opt("239.255.42.0/24", "groups sessions are given", _multicast_net)
     port_pool: str = opt("9000-9099", "UDP ports sessions are given", _port_range)
@@ -259,6 +272,7 @@ class Config:
     pxe: PxeConfig = field(default_factory=PxeConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     multicast: MulticastConfig = field(default_factory=MulticastConfig)
+    deploy: DeployConfig = field(default_factory=DeployConfig)
     session: tuple[SessionConfig, ...] = ()
     source: Path | None = field(default=None, metadata={"internal": True})
 

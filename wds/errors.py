@@ -8,6 +8,8 @@
   (:class:`WimCorruptError`).
 * :class:`StoreError` -- an image store operation was refused (a name that exists, a locked store).
 * :class:`ToolError` -- an external tool (wimlib's) failed or is missing.
+* :class:`RequestError` -- a client of the HTTP API asked for something wrong (4xx, never 500):
+  :class:`NotFound` (404), :class:`Conflict` (409).
 
 Every user-facing error carries a message that says what went wrong, where, and what to do; the CLI
 prints it on one line and exits with the error's ``exit_code`` instead of showing a traceback.
@@ -67,3 +69,25 @@ class StoreError(WdsError):
 
 class ToolError(WdsError):
     """An external tool that wds delegates to (wimlib-imagex) is missing or failed."""
+
+
+class RequestError(WdsError):
+    """A client of the HTTP API asked for something wrong or impossible; answered with a 4xx.
+
+    ``status`` is the HTTP status the web layer answers with; the message says what was wrong
+    with the request and what to do instead. Never a 500: that would be a bug in wds.
+    """
+
+    status: int = 400
+
+
+class NotFound(RequestError):
+    """The named session, device or image does not exist."""
+
+    status = 404
+
+
+class Conflict(RequestError):
+    """The request is valid but not in the current state (stop a session that is not running)."""
+
+    status = 409
