@@ -15,14 +15,31 @@ A device is identified by its MAC address, its SMBIOS UUID (DHCP option 97), or 
 
 A device may carry its own boot file and, for later stages, the install image and the multicast
 session it is to join.
+
+Beside the records the database keeps, bounded:
+
+* each device's **event history** (table ``device_event``: booted, boot-file, script, joined,
+  progress, finished, failed): the last :data:`MAX_EVENTS_PER_DEVICE` per MAC and at most
+  :data:`MAX_EVENTS` in all, oldest dropped first, so a flood of unknown MACs costs a bounded
+  table, not the disk;
+* the **IP -> MAC map** (table ``device_address``) learnt from DHCP REQUESTs and iPXE script
+  fetches, so services that only see an IP address (TFTP, HTTP) can name the device; at most
+  :data:`MAX_ADDRESSES` entries, the newest mapping of an address wins.
+
+:class:`DeviceEvents` is the :class:`wds.context.EventSink` of ``wds serve`` on top of them: it
+never raises into a server loop (a busy database costs an event, logged at DEBUG) and keeps at
+most one ``progress`` event per device every :data:`PROGRESS_EVERY` seconds.
 """
 
 from __future__ import annotations
 
+import builtins
+import logging
 import re
 import sqlite3
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -34,9 +51,14 @@ from wds.errors import WdsError
 __all__ = [
     "ANSWERED",
     "DB_NAME",
+    "MAX_ADDRESSES",
+    "MAX_EVENTS",
+    "MAX_EVENTS_PER_DEVICE",
     "SERVER_BUSY_TIMEOUT_MS",
     "Device",
     "DeviceError",
+    "DeviceEvent",
+    "DeviceEvents",
     "DeviceState",
     "DeviceStore",
     "parse_device_id",
@@ -61,6 +83,25 @@ LAST_SEEN_EVERY = 10.0
 MAX_PENDING = 10_000
 #: longest boot file, image reference or session name stored
 MAX_TEXT = 255
+#: events kept per device (the newest); older ones are dropped as new ones come
+MAX_EVENTS_PER_DEVICE = 200
+#: events kept in all, over every device (a flood of unknown MACs stops here)
+MAX_EVENTS = 100_000
+#: longest event detail stored (longer ones are cut)
+MAX_DETAIL = 500
+#: IP -> MAC entries kept; beyond it the least recently confirmed are dropped
+MAX_ADDRESSES = 10_000
+#: an unchanged IP -> MAC mapping is rewritten at most this often (seconds)
+ADDRESS_REFRESH_EVERY = 60.0
+#: at most one "progress" event per device this often (seconds)
+PROGRESS_EVERY = 5.0
+#: devices whose last progress time :class:`DeviceEvents` remembers
+MAX_THROTTLED = 4096
+EVENT_KINDS = frozenset(
+    {"booted", "boot-file", "script", "joined", "progress", "finished", "failed"}
+)
+
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS device (
@@ -77,6 +118,20 @@ CREATE TABLE IF NOT EXISTS device (
     changed REAL NOT NULL,
     CHECK (mac IS NOT NULL OR uuid IS NOT NULL)
 );
+CREATE TABLE IF NOT EXISTS device_event (
+    id INTEGER PRIMARY KEY,
+    mac TEXT NOT NULL,
+    at REAL NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_event_mac ON device_event (mac, id);
+CREATE TABLE IF NOT EXISTS device_address (
+    ip TEXT PRIMARY KEY,
+    mac TEXT NOT NULL,
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS device_address_at ON device_address (at);
 """
 _COLUMNS = "mac, uuid, state, boot_file, image, session, arch, first_seen, last_seen, changed"
 _MAC_RE = re.compile(r"[0-9a-f]{12}")
@@ -141,6 +196,19 @@ class Device:
         return data
 
 
+@dataclass(frozen=True)
+class DeviceEvent:
+    """One entry of a device's history: what happened (``kind``), when, and the detail."""
+
+    when: float  # wall-clock time
+    kind: str  # one of wds.context.EventKind
+    detail: str
+    mac: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 def _device(row: sqlite3.Row) -> Device:
     return Device(
         mac=row["mac"],
@@ -168,6 +236,8 @@ class DeviceStore:
     def __init__(self, connection: sqlite3.Connection, path: Path) -> None:
         self._db = connection
         self.path = path
+        #: ip -> (mac, time written): skips rewriting an unchanged mapping (bounded like the table)
+        self._addresses: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
     @classmethod
     def open(
@@ -312,3 +382,172 @@ class DeviceStore:
                     (mac, str(uuid) if uuid else None, arch[:64], now, now, now),
                 )
         return self.find(mac=mac, uuid=uuid)
+
+    def update(
+        self,
+        text: str,
+        *,
+        boot_file: str | None = None,
+        image: str | None = None,
+        session: str | None = None,
+    ) -> Device:
+        """Set the boot file, image or session of an existing device (None = leave as is)."""
+        changes = {
+            key: _text(value, key.replace("_", " "))
+            for key, value in (("boot_file", boot_file), ("image", image), ("session", session))
+            if value is not None
+        }
+        mac, device_uuid = parse_device_id(text)
+        key, value = ("mac", mac) if mac is not None else ("uuid", str(device_uuid))
+        assignments = "".join(f"{name} = ?, " for name in changes)
+        with self._write() as db:
+            changed = db.execute(
+                f"UPDATE device SET {assignments}changed = ? WHERE {key} = ?",
+                (*changes.values(), time.time(), value),
+            ).rowcount
+        if not changed:
+            raise DeviceError(f"no device {text!r} (see 'wds device list')")
+        return self.get(text)
+
+    # -- event history ---------------------------------------------------------------------
+
+    def add_event(self, mac: str, kind: str, detail: str, when: float | None = None) -> None:
+        """Append to the history of ``mac``; drops what is beyond the per-device and total caps."""
+        mac = parse_mac(mac)
+        if kind not in EVENT_KINDS:
+            raise DeviceError(f"unknown event kind {kind!r}")
+        detail = "".join(c if ord(c) >= 32 else " " for c in detail[:MAX_DETAIL])
+        at = time.time() if when is None else when
+        with self._write() as db:
+            cursor = db.execute(
+                "INSERT INTO device_event (mac, at, kind, detail) VALUES (?, ?, ?, ?)",
+                (mac, at, kind, detail),
+            )
+            newest = cursor.lastrowid or 0
+            # both deletes walk an index: the cost does not grow with the table
+            db.execute(
+                "DELETE FROM device_event WHERE mac = ? AND id <= (SELECT id FROM device_event "
+                "WHERE mac = ? ORDER BY id DESC LIMIT 1 OFFSET ?)",
+                (mac, mac, MAX_EVENTS_PER_DEVICE),
+            )
+            db.execute("DELETE FROM device_event WHERE id <= ?", (newest - MAX_EVENTS,))
+
+    def events(self, text: str, limit: int = 200) -> builtins.list[DeviceEvent]:
+        """The newest ``limit`` events of the device named by a MAC or UUID, oldest first.
+
+        A MAC with a history but no record (a client answered with ``answer = "all"``) is fine;
+        DeviceError when the name is neither a known device nor has a history.
+        """
+        mac, _ = parse_device_id(text)
+        if mac is None:
+            device = self.get(text)
+            if device.mac is None:
+                return []
+            mac = device.mac
+        rows = self._db.execute(
+            "SELECT mac, at, kind, detail FROM device_event WHERE mac = ? ORDER BY id DESC LIMIT ?",
+            (mac, max(0, min(limit, MAX_EVENTS_PER_DEVICE))),
+        ).fetchall()
+        if not rows and self.find(mac=mac) is None:
+            raise DeviceError(f"no device {text!r} (see 'wds device list')")
+        return [
+            DeviceEvent(when=row["at"], kind=row["kind"], detail=row["detail"], mac=row["mac"])
+            for row in reversed(rows)
+        ]
+
+    # -- IP -> MAC -------------------------------------------------------------------------
+
+    def remember_address(self, ip: str, mac: str, when: float | None = None) -> None:
+        """``ip`` is used by ``mac`` (the newest mapping of an address wins)."""
+        mac = parse_mac(mac)
+        now = time.time() if when is None else when
+        known = self._addresses.get(ip)
+        if known is not None and known[0] == mac and now - known[1] < ADDRESS_REFRESH_EVERY:
+            return  # confirmed a moment ago: no write
+        with self._write() as db:
+            db.execute(
+                "INSERT INTO device_address (ip, mac, at) VALUES (?, ?, ?) "
+                "ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, at = excluded.at",
+                (ip, mac, now),
+            )
+            (count,) = db.execute("SELECT count(*) FROM device_address").fetchone()
+            if count > MAX_ADDRESSES:
+                db.execute(
+                    "DELETE FROM device_address WHERE ip IN (SELECT ip FROM device_address "
+                    "ORDER BY at LIMIT ?)",
+                    (count - MAX_ADDRESSES,),
+                )
+        self._addresses[ip] = (mac, now)
+        self._addresses.move_to_end(ip)
+        while len(self._addresses) > MAX_ADDRESSES:
+            self._addresses.popitem(last=False)
+
+    def mac_for(self, ip: str) -> str | None:
+        """The MAC last seen using ``ip``, or None."""
+        row = self._db.execute("SELECT mac FROM device_address WHERE ip = ?", (ip,)).fetchone()
+        return None if row is None else str(row["mac"])
+
+
+class DeviceEvents:
+    """:class:`wds.context.EventSink` over a :class:`DeviceStore`; see the module docstring.
+
+    Called from the server's event loop: every write is one short transaction bounded by the
+    store's busy timeout (:data:`SERVER_BUSY_TIMEOUT_MS` for the server), and a failure costs the
+    event, never an exception in the caller.
+    """
+
+    def __init__(self, store: DeviceStore, *, progress_every: float = PROGRESS_EVERY) -> None:
+        self.store = store
+        self.progress_every = progress_every
+        self._last_progress: OrderedDict[str, float] = OrderedDict()
+        self.recorded = 0
+        self.dropped = 0  # unknown address, throttled, bad input or a busy database
+
+    def record(
+        self,
+        kind: str,
+        detail: str,
+        *,
+        mac: str | None = None,
+        ip: str | None = None,
+        now: float | None = None,
+    ) -> None:
+        when = time.time() if now is None else now
+        try:
+            if mac is None and ip is not None:
+                mac = self.store.mac_for(ip)
+                if mac is None:
+                    self.dropped += 1
+                    log.debug(
+                        "%s event from %s not kept: no device known at that address", kind, ip
+                    )
+                    return
+            if mac is None:
+                self.dropped += 1
+                log.debug("%s event without a MAC or an address: not kept", kind)
+                return
+            mac = parse_mac(mac)
+            if kind == "progress" and self._throttled(mac, when):
+                self.dropped += 1
+                return
+            self.store.add_event(mac, kind, detail, when)
+            self.recorded += 1
+        except (DeviceError, sqlite3.Error) as exc:
+            self.dropped += 1
+            log.debug("%s event of %s not kept: %s", kind, mac or ip, exc)
+
+    def remember_address(self, ip: str, mac: str) -> None:
+        try:
+            self.store.remember_address(ip, mac)
+        except (DeviceError, sqlite3.Error) as exc:
+            log.debug("address %s of %s not remembered: %s", ip, mac, exc)
+
+    def _throttled(self, mac: str, now: float) -> bool:
+        last = self._last_progress.get(mac)
+        if last is not None and 0 <= now - last < self.progress_every:
+            return True
+        self._last_progress[mac] = now
+        self._last_progress.move_to_end(mac)
+        while len(self._last_progress) > MAX_THROTTLED:
+            self._last_progress.popitem(last=False)
+        return False
