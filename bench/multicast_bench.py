@@ -63,6 +63,9 @@ class Run:
     seconds: float = 0.0
     cpu_seconds: float = 0.0
     cpu_per_gb: float = 0.0
+    sender_cpu: float = 0.0  # CPU seconds of the sender process(es)
+    receiver_cpu: float = 0.0  # CPU seconds of all receiver processes together
+    host_busy: float = 0.0  # share of all the host's cores busy during the run (/proc/stat)
     verified: bool = False
     note: str = ""
     details: dict[str, Any] = field(default_factory=dict)
@@ -114,6 +117,14 @@ class Proc:
 
 #: (senders, receivers, output paths, start time) of a run just launched
 Started = tuple[list[Proc], list[Proc], list[Path], float]
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """(busy, total) jiffies of all cores from /proc/stat: user, system, softirq (the bridge's
+    copies, the sockets) and the rest; idle and iowait are not busy."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]
+    return sum(fields) - idle, sum(fields)
 
 
 def wait_all(procs: list[Proc], deadline: float) -> bool:
@@ -242,18 +253,23 @@ def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: 
     work = Path(tempfile.mkdtemp(prefix=f"wds-mbench-{tool}-", dir="/dev/shm"))
     procs: list[Proc] = []
     try:
+        busy0, total0 = cpu_ticks()
         senders, receivers, outs, t0 = RUNNERS[tool](snd, rcv, image, work, link, limit)
         procs = senders + receivers
         deadline = t0 + limit
         # done = every receiver has its file (uftpd never exits: its server's end says so)
         waiting = senders if tool == "uftp" else receivers
         finished = wait_all(waiting, deadline)
+        busy1, total1 = cpu_ticks()
+        result.host_busy = round((busy1 - busy0) / max(1, total1 - total0), 3)
         last = max((p.ended or time.monotonic()) for p in waiting)
         result.seconds = round(last - t0, 2)
         wait_all(procs, min(deadline, time.monotonic() + 10))  # senders wind down
         for p in procs:
             p.stop()
         result.cpu_seconds = round(sum(p.cpu for p in procs), 2)
+        result.sender_cpu = round(sum(p.cpu for p in senders), 2)
+        result.receiver_cpu = round(sum(p.cpu for p in receivers), 2)
         gb = size * len(rcv) / 1e9
         result.cpu_per_gb = round(result.cpu_seconds / gb, 2)
         hashes = [_sha256(out) for out in outs]
@@ -356,15 +372,30 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _shares(r: Run) -> str:
+    """CPU per side as a share of one core over the run: the sender, one receiver on average;
+    and how busy the whole host was (all cores, kernel included)."""
+    if not r.seconds:
+        return ""
+    rx = r.receiver_cpu / r.receivers / r.seconds
+    return (f"sender {r.sender_cpu / r.seconds:4.0%} of a core, receiver {rx:4.0%} each, "
+            f"host {r.host_busy:4.0%} busy")  # fmt: skip
+
+
 def _row(r: Run) -> str:
     return (f"{r.tool:8} n={r.receivers} loss={r.loss}% {r.status:8} {r.seconds:7.2f} s "
-            f"cpu {r.cpu_seconds:6.2f} s ({r.cpu_per_gb:5.2f} s/GB) "
+            f"cpu {r.cpu_seconds:6.2f} s ({r.cpu_per_gb:5.2f} s/GB: {_shares(r)}) "
             f"verified={'yes' if r.verified else 'NO'} {r.note} {r.details or ''}")  # fmt: skip
+
+
+def _core(cpu: float, r: Run) -> str:
+    return f"{cpu / r.seconds:.0%}" if r.seconds else "-"
 
 
 def report(runs: list[Run], size: int) -> str:
     head = "| receivers | loss | tool | status | time s | vs udpcast | vs uftp | MB/s per receiver"
-    lines = ["", head + " | CPU s/GB | verified |", "|---|---|---|---|---|---|---|---|---|---|"]
+    head += " | CPU s/GB | sender CPU | receiver CPU (each) | host busy | verified |"
+    lines = ["", head, "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     by = {(r.tool, r.receivers, r.loss): r for r in runs}
     goals = []
     for r in runs:
@@ -376,7 +407,8 @@ def report(runs: list[Run], size: int) -> str:
         mbs = size / 1e6 / r.seconds if r.seconds and r.status == "ok" else 0
         lines.append(f"| {r.receivers} | {r.loss} % | {r.tool} | {r.status} | {r.seconds:.2f} | "
                      f"{ratios[0]} | {ratios[1]} | {mbs:.1f} | {r.cpu_per_gb:.2f} | "
-                     f"{'yes' if r.verified else 'NO'} |")  # fmt: skip
+                     f"{_core(r.sender_cpu, r)} | {_core(r.receiver_cpu / r.receivers, r)} | "
+                     f"{r.host_busy:.0%} | {'yes' if r.verified else 'NO'} |")  # fmt: skip
         if r.tool != "wds":
             continue
         for other in ("udpcast", "uftp"):

@@ -251,6 +251,12 @@ _STRUCTS: Final[dict[DatagramType, c.Construct]] = {
 
 # The DATA fast path: the same 28 bytes as _DATA, for the hot loop.
 _DATA_STRUCT: Final = struct.Struct("!2sBBQIIHHB3x")
+#: The same 28 bytes as words, for the receiver's per-datagram path (no object per datagram):
+#: (magic+version+type, session_id, seq, chunk, block, length, flags+reserved). A valid DATA
+#: header has ``DATA_LEAD`` first and ``DATA_REPAIR_WORD`` or 0 last (reserved bits zero).
+DATA_WORDS: Final = struct.Struct("!IQIIHHI")
+DATA_LEAD: Final = int.from_bytes(MAGIC + bytes((VERSION, 1)), "big")
+DATA_REPAIR_WORD: Final = DATA_FLAG_REPAIR << 24
 
 
 # --------------------------------------------------------------------------------------------
@@ -429,6 +435,16 @@ def build_data_fast(d: DataBlock) -> bytes:
     except struct.error as exc:
         raise LocalProtocolError(f"cannot build DataBlock: {exc}") from None
     return head + d.payload
+
+
+def pack_data_head(
+    session_id: int, seq: int, chunk: int, block: int, length: int, flags: int
+) -> bytes:
+    """The 28-byte DATA header alone, for a sender that appends the payload itself; the caller
+    guarantees the ranges (build_data_fast checks them)."""
+    return _DATA_STRUCT.pack(
+        MAGIC, VERSION, DatagramType.DATA, session_id, seq, chunk, block, length, flags
+    )
 
 
 def parse_any(data: bytes) -> Datagram:

@@ -14,7 +14,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from multicast.codec import (
+    DATA_HEADER_SIZE,
+    DATA_LEAD,
+    DATA_REPAIR_WORD,
+    DATA_WORDS,
     MAX_BITMAP_BITS,
+    MAX_BLOCK_SIZE,
     MAX_RANGES,
     Announce,
     BlockRange,
@@ -67,6 +72,9 @@ class ReceiverState(enum.Enum):
     FAILED = "failed"
 
 
+_ENDED = (ReceiverState.DONE, ReceiverState.FAILED)
+
+
 @dataclass(frozen=True)
 class ReceiverSettings:
     max_open_bytes: int = 32 * 1024 * 1024  # chunk buffers being assembled, at least one chunk
@@ -89,6 +97,7 @@ class _OpenChunk:
     def __init__(self, index: int, length: int, nblocks: int, now: float) -> None:
         self.index = index
         self.buf = bytearray(length)
+        self.nblocks = nblocks
         self.got = bytearray(nblocks)
         self.received = 0
         self.gap_end = 0  # blocks below this that are not received are known lost
@@ -135,6 +144,12 @@ class Receiver:
                 self._have[-1] &= 0xFF ^ ((1 << spare) - 1)
         self.verified_chunks = sum(bin(b).count("1") for b in self._have)
         self._open: dict[int, _OpenChunk] = {}
+        # the geometry DATA is checked against, per datagram: full chunks and the last one
+        self._full_blocks = manifest.blocks_in_chunk(0)
+        self._full_tail = manifest.block_length(0, self._full_blocks - 1)
+        self._last_index = count - 1
+        self._last_blocks = manifest.blocks_in_chunk(count - 1) if count else 0
+        self._last_tail = manifest.block_length(count - 1, self._last_blocks - 1) if count else 0
         self._max_open = max(1, self.settings.max_open_bytes // manifest.chunk_size)
         self._carousel_chunk = -1
         self._sender: Address | None = None
@@ -165,9 +180,30 @@ class Receiver:
     def has_chunk(self, index: int) -> bool:
         return bool(self._have[index >> 3] & (0x80 >> (index & 7)))
 
-    def receive(self, datagram: bytes, addr: Address, now: float) -> list[Event]:
+    def receive(
+        self, datagram: bytes | bytearray | memoryview, addr: Address, now: float
+    ) -> list[Event]:
+        """One datagram (bytes, or a memoryview of the adapter's receive buffer: DATA is
+        copied into its chunk buffer here, and nothing keeps a reference to ``datagram``)."""
+        data = memoryview(datagram)
+        if (
+            len(data) > DATA_HEADER_SIZE
+            and data[3] == 1  # DATA: the hot path, no object per datagram (PROTOCOL.md 11)
+            and (self._sender is None or addr == self._sender)
+        ):
+            lead, sid, seq, chunk, block, length, flags = DATA_WORDS.unpack_from(data)
+            if (
+                lead == DATA_LEAD
+                and sid == self.manifest.session_id
+                and (flags == 0 or flags == DATA_REPAIR_WORD)
+                and length == len(data) - DATA_HEADER_SIZE
+                and length <= MAX_BLOCK_SIZE
+            ):
+                self._last_heard = self._last_data = now
+                self._on_block(chunk, block, seq, data[DATA_HEADER_SIZE:], bool(flags), now)
+                return self._drain()
         try:
-            d = parse_any(datagram)
+            d = parse_any(bytes(data))
         except MalformedDatagram as exc:
             return [Ignored(str(exc))]
         if d.session_id != self.manifest.session_id:
@@ -278,43 +314,58 @@ class Receiver:
             self._fail("the sender dropped this receiver from the session", dropped=True)
 
     def _on_data(self, d: DataBlock, now: float) -> None:
+        self._on_block(d.chunk, d.block, d.seq, memoryview(d.payload), d.repair, now)
+
+    def _on_block(
+        self, chunk: int, block: int, seq: int, payload: memoryview, repair: bool, now: float
+    ) -> None:
+        """One DATA block, whichever path parsed it. Runs once per datagram: plain ints, one
+        slice copy into the chunk buffer, no object and no event unless a chunk completes."""
         m = self.manifest
-        if not (0 <= d.chunk < m.chunk_count and 0 <= d.block < m.blocks_in_chunk(d.chunk)):
-            self._events.append(Ignored(f"DATA chunk {d.chunk} block {d.block} out of range"))
+        if not 0 <= chunk <= self._last_index:
+            self._events.append(Ignored(f"DATA chunk {chunk} block {block} out of range"))
             return
-        if len(d.payload) != m.block_length(d.chunk, d.block):
+        if chunk == self._last_index:
+            nblocks, tail = self._last_blocks, self._last_tail
+        else:
+            nblocks, tail = self._full_blocks, self._full_tail
+        if not 0 <= block < nblocks:
+            self._events.append(Ignored(f"DATA chunk {chunk} block {block} out of range"))
+            return
+        if len(payload) != (m.block_size if block < nblocks - 1 else tail):
             self._events.append(Ignored("DATA length disagrees with the manifest"))
             return
-        self._count_seq(d.seq)
-        if self.state in (ReceiverState.DONE, ReceiverState.FAILED):
-            return
-        if not d.repair and d.chunk != self._carousel_chunk:
-            # the carousel moved on: whatever an open chunk still lacks was lost (PROTOCOL.md 7)
-            self._carousel_chunk = d.chunk
-            for other in self._open.values():
-                if other.index != d.chunk:
-                    self._mark_gaps(other, len(other.got), now)
-        if self.has_chunk(d.chunk):
-            return
-        ch = self._open.get(d.chunk) or self._open_chunk(d.chunk, now)
-        ch.last_activity = now
-        if not d.repair:
-            self._mark_gaps(ch, d.block, now)
-        if ch.got[d.block]:
-            return  # the first copy wins; a later duplicate cannot change a block
-        start = d.block * m.block_size
-        ch.buf[start : start + len(d.payload)] = d.payload
-        ch.got[d.block] = 1
-        ch.received += 1
-        if ch.received == len(ch.got):
-            self._finish_chunk(ch, now)
-
-    def _count_seq(self, seq: int) -> None:
+        # loss measurement from DATA seq (PROTOCOL.md 4.1), inline: this runs per datagram
         if self._seq_start is None:
             self._seq_start = self._seq_high = seq
-        elif 0 < (seq - self._seq_high) % (1 << 32) < (1 << 31):
+        elif 0 < (seq - self._seq_high) & 0xFFFFFFFF < 0x80000000:
             self._seq_high = seq
         self._seq_received += 1
+        if self.state in _ENDED:
+            return
+        if not repair and chunk != self._carousel_chunk:
+            # the carousel moved on: whatever an open chunk still lacks was lost (PROTOCOL.md 7)
+            self._carousel_chunk = chunk
+            for other in self._open.values():
+                if other.index != chunk:
+                    self._mark_gaps(other, other.nblocks, now)
+        if self._have[chunk >> 3] & (0x80 >> (chunk & 7)):
+            return
+        ch = self._open.get(chunk) or self._open_chunk(chunk, now)
+        ch.last_activity = now
+        if not repair and block > ch.gap_end:  # _mark_gaps, inline: in order, every block
+            ch.gap_end = block
+            if ch.nak_due is None and ch.received < block:
+                ch.nak_due = now + self._rng.random() * self.settings.nak_backoff
+        got = ch.got
+        if got[block]:
+            return  # the first copy wins; a later duplicate cannot change a block
+        start = block * m.block_size
+        ch.buf[start : start + len(payload)] = payload
+        got[block] = 1
+        ch.received += 1
+        if ch.received == ch.nblocks:
+            self._finish_chunk(ch, now)
 
     def _open_chunk(self, index: int, now: float) -> _OpenChunk:
         if len(self._open) >= self._max_open:
@@ -334,10 +385,10 @@ class Receiver:
             ch.nak_due = now + self._rng.random() * self.settings.nak_backoff
 
     def _finish_chunk(self, ch: _OpenChunk, now: float) -> None:
-        data = bytes(ch.buf)
-        if self._verify(ch.index, data):
+        # hashed in place, once per chunk; copied to bytes only once it is known good
+        if self._verify(ch.index, ch.buf):
             del self._open[ch.index]
-            self._accept(ch.index, data, now)
+            self._accept(ch.index, bytes(ch.buf), now)
             return
         # a damaged or forged block: count it, throw the chunk away, ask for all of it again
         self.rejected_chunks += 1
@@ -350,7 +401,7 @@ class Receiver:
         ch.nak_due = None
         self._mark_gaps(ch, len(ch.got), now)
 
-    def _verify(self, index: int, data: bytes) -> bool:
+    def _verify(self, index: int, data: bytes | bytearray | memoryview) -> bool:
         return hashlib.sha256(data).digest() == self.manifest.chunk_sha256[index]
 
     def _accept(self, index: int, data: bytes, now: float) -> None:

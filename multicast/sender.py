@@ -32,6 +32,7 @@ from multicast.codec import (
     SenderState,
     build_data_fast,
     build_datagram,
+    pack_data_head,
     parse_datagram,
 )
 from multicast.events import (
@@ -211,6 +212,7 @@ class Sender:
         self._last_chunk = -1
         self._block = 0
         self._chunk_data = b""
+        self._chunk_view = memoryview(b"")
         # repairs: queued (chunk, block) in NAK order, each sent once
         self._repairs: dict[tuple[int, int], None] = {}
         #: blocks repaired within report_grace: (chunk, block) -> when, oldest first. A NAK for
@@ -218,6 +220,7 @@ class Sender:
         #: queue, the link): repairing it again would only add load where load is the problem.
         self._repaired: dict[tuple[int, int], float] = {}
         self._repair_credit = 64.0  # repairs allowed before carousel DATA earns more
+        self._credit_per_block = settings.repair_share / (1 - settings.repair_share)
         # token bucket (PROTOCOL.md section 6)
         self._datagram_cost = manifest.block_size + 28 + IP_UDP_OVERHEAD
         self._tokens = 0.0
@@ -246,24 +249,34 @@ class Sender:
 
     def datagrams_to_send(self, now: float, budget: int = 64) -> list[Outgoing]:
         """Up to ``budget`` datagrams; DATA only as far as the token bucket allows."""
+        control, data = self.next_datagrams(now, budget)
+        return control + [Outgoing(d, None) for d in data]
+
+    def next_datagrams(self, now: float, budget: int = 64) -> tuple[list[Outgoing], list[bytes]]:
+        """:meth:`datagrams_to_send` for adapters that batch: the control datagrams, then the
+        DATA datagrams for the group, to be sent in that order (no object per DATA datagram)."""
         self._refill(now)
         if self.state is not SenderState.FINISHED and now >= self._next_announce:
             self._control.append(Outgoing(build_datagram(self._announce(now)), None))
             self._next_announce = now + self.settings.announce_interval
-        out = self._control[:budget]
+        control = self._control[:budget]
         del self._control[:budget]
-        for o in out:
+        for o in control:
             if o.to is None:
                 self._tokens -= len(o.data) + IP_UDP_OVERHEAD
+        data: list[bytes] = []
         if self.state is not SenderState.RUNNING:
-            return out
-        while len(out) < budget and self._tokens >= self._datagram_cost - _TOKEN_SLACK:
-            data = self._next_data(now)
-            if data is None:
+            return control, data
+        room = budget - len(control)
+        need = self._datagram_cost - _TOKEN_SLACK
+        while room > 0 and self._tokens >= need:
+            datagram = self._next_data(now)
+            if datagram is None:
                 break
-            out.append(Outgoing(data, None))
-            self._tokens -= len(data) + IP_UDP_OVERHEAD
-        return out
+            data.append(datagram)
+            self._tokens -= len(datagram) + IP_UDP_OVERHEAD
+            room -= 1
+        return control, data
 
     def next_timer(self) -> float | None:
         s = self.settings
@@ -589,19 +602,25 @@ class Sender:
                 return None
             self._start_chunk(nxt, now)
         assert self._cursor is not None
-        share = self.settings.repair_share
-        self._repair_credit = min(64.0, self._repair_credit + share / (1 - share))
+        credit = self._repair_credit + self._credit_per_block
+        self._repair_credit = credit if credit < 64.0 else 64.0
         chunk, block = self._cursor, self._block
         start = block * m.block_size
-        payload = self._chunk_data[start : start + m.block_length(chunk, block)]
-        self._block += 1
-        if self._block >= m.blocks_in_chunk(chunk):
+        end = min(start + m.block_size, len(self._chunk_data))
+        # the header packed here (build_data_fast's layout, no DataBlock): once per datagram
+        datagram = pack_data_head(m.session_id, self._seq, chunk, block, end - start, 0)
+        datagram += self._chunk_view[start:end]
+        self._seq = (self._seq + 1) & 0xFFFFFFFF
+        self.data_sent += 1
+        self._block = block + 1
+        if end >= len(self._chunk_data):
             self._last_chunk = chunk
             self._cursor = None
             self._chunk_data = b""
+            self._chunk_view = memoryview(b"")
             self._presume_sent(chunk)
             self._recent.append((now, chunk))
-        return self._data(chunk, block, payload, repair=False)
+        return datagram
 
     def _presume_sent(self, index: int) -> None:
         """Optimism: a chunk just sent is presumed received until a REPORT says otherwise.
@@ -618,6 +637,7 @@ class Sender:
         m = self.manifest
         self._cursor, self._block = index, 0
         self._chunk_data = self._source.read(index * m.chunk_size, m.chunk_length(index))
+        self._chunk_view = memoryview(self._chunk_data)
         for peer in self._peers.values():
             if peer.needs(index):
                 peer.offered.append((now, m.chunk_length(index)))
