@@ -54,6 +54,7 @@ from pxe.dhcp.options import (
     message_type_of,
     parameter_request_list_of,
     parse_pxe_vendor_options,
+    requested_address_of,
     server_id_of,
     user_classes_of,
     vendor_class_of,
@@ -69,8 +70,10 @@ __all__ = [
     "PortKind",
     "Reply",
     "ReplyKind",
+    "Sighting",
     "decide",
     "identify",
+    "observe",
 ]
 
 PortKind = Literal["dhcp", "pxe"]
@@ -220,6 +223,46 @@ def identify(request: DhcpPacket, *, server_ip: IPv4Address = ZERO_ADDRESS) -> C
         relayed=request.giaddr != ZERO_ADDRESS,
         server_ip=server_ip,
     )
+
+
+@dataclass(frozen=True)
+class Sighting:
+    """What a request tells the server besides whether to answer it (for events and metrics)."""
+
+    mac: str
+    #: a DHCPREQUEST's address (option 50, else ciaddr): the client uses it from now on
+    address: IPv4Address | None = None
+    #: a PXE or HTTP Boot client's DISCOVER on port 67: one boot request of this architecture
+    arch: ArchInfo | None = None
+
+
+def observe(request: DhcpPacket, *, port_kind: PortKind) -> Sighting | None:
+    """What to learn from ``request`` (any client's, PXE or not); None: nothing. Never raises.
+
+    A DHCPREQUEST to the site's DHCP server is broadcast (RFC 2131 4.3.2, SELECTING) and names the
+    address the client is about to use: that is how services which only see an IP address (TFTP,
+    HTTP) learn which device is asking.
+    """
+    if request.op != BootpOp.BOOTREQUEST or not 1 <= request.hlen <= 16:
+        return None
+    mac = request.hardware_address.hex(":")
+    try:
+        mtype = message_type_of(request)
+        if mtype == DhcpMessageType.DHCPREQUEST and port_kind == "dhcp":
+            address = requested_address_of(request)
+            if address is None and request.ciaddr != ZERO_ADDRESS:
+                address = request.ciaddr  # RENEWING/REBINDING (RFC 2131 4.3.2)
+            if address is None or address == ZERO_ADDRESS or address.is_multicast:
+                return None
+            return Sighting(mac, address=address)
+        if mtype == DhcpMessageType.DHCPDISCOVER and port_kind == "dhcp":
+            vendor = vendor_class_of(request) or b""
+            if not vendor.startswith((PXE_CLIENT, HTTP_CLIENT)):
+                return None
+            return Sighting(mac, arch=identify(request).arch)
+    except RemoteProtocolError:
+        return None
+    return None
 
 
 def _arch_from_vendor_class(vendor: bytes) -> int:

@@ -62,6 +62,7 @@ class OptionCode(enum.IntEnum):
     """The option codes wds reads or writes (RFC 2132 and the RFCs named per line)."""
 
     VENDOR_SPECIFIC = 43  # RFC 2132 8.4; PXE sub-options when option 60 is PXEClient
+    REQUESTED_ADDRESS = 50  # RFC 2132 9.1
     OPTION_OVERLOAD = 52  # RFC 2132 9.3
     DHCP_MESSAGE_TYPE = 53  # RFC 2132 9.6
     SERVER_IDENTIFIER = 54  # RFC 2132 9.7
@@ -145,6 +146,15 @@ def server_id_of(packet: DhcpPacket) -> IPv4Address | None:
         return None
     if len(data) != 4:
         raise _malformed(OptionCode.SERVER_IDENTIFIER, f"must be 4 bytes, got {len(data)}")
+    return IPv4Address(data)
+
+
+def requested_address_of(packet: DhcpPacket) -> IPv4Address | None:
+    data = packet.option(OptionCode.REQUESTED_ADDRESS)
+    if data is None:
+        return None
+    if len(data) != 4:
+        raise _malformed(OptionCode.REQUESTED_ADDRESS, f"must be 4 bytes, got {len(data)}")
     return IPv4Address(data)
 
 

@@ -11,6 +11,14 @@ IP_PKTINFO: the interface it arrived on and that interface's address. The addres
 ``server_ip`` clients are told (option 54, siaddr) unless one is configured, and the reply leaves
 through the same interface (``sendmsg`` with IP_PKTINFO), which matters for broadcasts on a host
 with several interfaces.
+
+What the server learns on the way goes to an optional :class:`wds.context.EventSink`
+(:attr:`ProxyDhcpServer.events`): a "booted" event for each reply sent (architecture and boot
+file, by MAC), and the address of each DHCPREQUEST seen (:func:`pxe.dhcp.decide.observe`), so
+later TFTP and HTTP requests from that address are put down to the right device.
+:attr:`ProxyDhcpServer.requests_by_arch` counts boot requests (PXE DISCOVERs) per architecture
+name for ``/metrics``; its keys are bounded by the IANA table (unregistered codes are all
+"unassigned").
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 from ipaddress import IPv4Address
 from typing import Any
 
-from pxe.dhcp.codec import MAX_PACKET_SIZE, ZERO_ADDRESS, parse_packet
+from pxe.dhcp.codec import MAX_PACKET_SIZE, ZERO_ADDRESS, DhcpPacket, parse_packet
 from pxe.dhcp.decide import (
     DHCP_CLIENT_PORT,
     DHCP_SERVER_PORT,
@@ -33,10 +41,12 @@ from pxe.dhcp.decide import (
     PortKind,
     Reply,
     decide,
+    observe,
 )
 from pxe.dhcp.policy import ConfigBootPolicy, DeviceLookup, StoreBootPolicy
 from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, parse_pktinfo
 from wds.config import Config
+from wds.context import EventSink
 from wds.devices import DeviceStore
 from wds.errors import RemoteProtocolError
 
@@ -107,6 +117,7 @@ class ProxyDhcpServer:
         delay: float = 0.0,
         client_port: int = DHCP_CLIENT_PORT,
         relay_port: int = DHCP_SERVER_PORT,
+        events: EventSink | None = None,
     ) -> None:
         self._policy = policy
         self._server_ip = server_ip
@@ -121,6 +132,10 @@ class ProxyDhcpServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self.replies_sent = 0
         self.packets_dropped = 0
+        #: boot requests (PXE DISCOVERs) per architecture name, e.g. {"x64 UEFI": 3}
+        self.requests_by_arch: dict[str, int] = {}
+        #: where "booted" events and DHCPREQUEST addresses go; None = nowhere
+        self.events = events
 
     async def start(self) -> ServerPorts:
         """Bind both sockets; returns the bound ports. Raises OSError if a port is taken."""
@@ -191,6 +206,7 @@ class ProxyDhcpServer:
             return
         mac, xid = request.hardware_address.hex(":"), f"{request.xid:#010x}"
         packet_log = _PacketLog(log, {"peer": peer, "mac": mac, "xid": xid})
+        self._observe(request, arrival.port_kind)
         server_ip = self._server_ip or arrival.local
         if server_ip is None:
             self.packets_dropped += 1
@@ -225,6 +241,16 @@ class ProxyDhcpServer:
         handle = self._loop.call_later(self._delay, fire)
         self._pending.add(handle)
 
+    def _observe(self, request: DhcpPacket, port_kind: PortKind) -> None:
+        sighting = observe(request, port_kind=port_kind)
+        if sighting is None:
+            return
+        if sighting.arch is not None:
+            name = sighting.arch.name
+            self.requests_by_arch[name] = self.requests_by_arch.get(name, 0) + 1
+        if sighting.address is not None and self.events is not None:
+            self.events.remember_address(str(sighting.address), sighting.mac)
+
     def _send(self, arrival: _Arrival, reply: Reply, packet_log: _PacketLog) -> None:
         if arrival.sock.fileno() < 0:
             return  # stopped
@@ -250,6 +276,10 @@ class ProxyDhcpServer:
         packet_log.info(
             "%s to %s:%d: %s (%s)", reply.kind, dest.address, port, boot_file, reply.client.arch
         )
+        if self.events is not None:
+            self.events.record(
+                "booted", f"{reply.kind} {boot_file} ({reply.client.arch})", mac=reply.client.mac
+            )
 
 
 def proxy_dhcp_from_config(
@@ -259,6 +289,7 @@ def proxy_dhcp_from_config(
     store: DeviceStore | None = None,
     client_port: int = DHCP_CLIENT_PORT,
     relay_port: int = DHCP_SERVER_PORT,
+    events: EventSink | None = None,
 ) -> ProxyDhcpServer:
     """The server ``config`` describes (not started).
 
@@ -266,6 +297,7 @@ def proxy_dhcp_from_config(
     or with 0.0.0.0 the address of the interface each request arrives on. With ``store`` the
     policy is :class:`StoreBootPolicy` (device records, approval workflow), else
     :class:`ConfigBootPolicy` over ``devices``. ``[pxe] delay`` holds every reply back.
+    ``events`` receives "booted" events and DHCPREQUEST addresses.
     """
     pxe = config.pxe
     address = IPv4Address(config.server.address)
@@ -284,6 +316,7 @@ def proxy_dhcp_from_config(
         delay=pxe.delay,
         client_port=client_port,
         relay_port=relay_port,
+        events=events,
     )
 
 
