@@ -199,9 +199,9 @@ def test_wds_pxe_runs_pxe_and_tftp_only_and_stops_on_sigterm(tmp_path: Path) -> 
     proc, lines = _start(["wds", "pxe", "--config", str(path)], "wds pxe")
     try:
         started = [line.split(" on ")[0] for line in lines if " on " in line]
-        assert started == ["wds pxe: tftp", "wds pxe: pxe"]
+        assert started == ["wds pxe: pxe", "wds pxe: tftp"]
         assert _pxe_request(pxe_port)[0] == b"ipxe.efi"
-        port = int(re.search(r"tftp on 127\.0\.0\.1:(\d+)", lines[0])[1])  # type: ignore[index]
+        port = int(re.search(r"tftp on 127\.0\.0\.1:(\d+)", lines[1])[1])  # type: ignore[index]
         assert _fetch_first_block(port, b"hello.txt").endswith(b"hello from wds serve\n")
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=10) == 0

@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import logging
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from wds.config import load_config
@@ -15,9 +16,12 @@ def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser(
         "serve",
         help="run the deployment server (every service of the config)",
-        description="Load FILE, create the state directory, store and TFTP root if missing, then "
-        "run every enabled service until SIGTERM or SIGINT (exit 0). One line per service on "
-        "stdout says where it listens.",
+        description="Load FILE, create the state directory, store and TFTP root if missing, bind "
+        "every enabled service (ProxyDHCP, TFTP, HTTP), drop root for [server] user, start the "
+        "multicast sessions, and run until SIGTERM or SIGINT: running transfers then get "
+        "[server] stop_grace seconds to finish (exit 0). SIGHUP reads FILE again (sessions "
+        "added, removed or changed; other changes need a restart). One line per service on "
+        "stdout says where it listens, then 'wds serve: ready'.",
     )
     p.add_argument(
         "--config",
@@ -35,5 +39,5 @@ def run(args: argparse.Namespace) -> int:
     if args.verbose == 0:
         logging.getLogger().setLevel(config.server.log_level.upper())
     prepare_directories(config)
-    asyncio.run(serve(config, announce=partial(print, flush=True)))
+    asyncio.run(serve(config, announce=partial(print, flush=True), config_path=Path(args.config)))
     return 0
