@@ -14,7 +14,7 @@ import logging
 import time
 from collections import Counter
 from collections.abc import Iterator, Mapping
-from typing import Any, get_args
+from typing import get_args
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
@@ -42,7 +42,7 @@ class WdsCollector(Collector):
         self, ctx: ServerContext, http_counts: Mapping[str, Counter[int]] | None = None
     ) -> None:
         self.ctx = ctx
-        self.http_counts = http_counts or {}
+        self.http_counts = {} if http_counts is None else http_counts
 
     def collect(self) -> Iterator[Metric]:
         yield from self._server()
@@ -97,12 +97,11 @@ class WdsCollector(Collector):
             return
         requests = CounterMetricFamily(
             "wds_pxe_boot_requests",
-            "PXE boot requests (DISCOVER and REQUEST from PXE clients) by client architecture",
+            "PXE boot requests (DISCOVERs from PXE clients) by client architecture",
             labels=["arch"],
         )
-        by_arch: Mapping[Any, int] = getattr(pxe, "boot_requests", None) or {}
-        for arch, count in sorted(by_arch.items(), key=lambda kv: str(kv[0])):
-            requests.add_metric([str(arch)], count)
+        for arch, count in sorted(pxe.requests_by_arch.items()):
+            requests.add_metric([arch], count)
         yield requests
         yield CounterMetricFamily(
             "wds_pxe_replies", "ProxyDHCP and PXE replies sent", value=pxe.replies_sent

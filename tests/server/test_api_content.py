@@ -9,6 +9,8 @@ import pytest
 from webapi_support import MANIFEST, Running, request, running_service
 
 MAC = "52:54:00:18:00:01"
+INFINITE_REPAIRS = f'{{"device": "{MAC}", "status": "verified", "chunks_repaired": Infinity}}'
+NAN_BYTES = f'{{"device": "{MAC}", "status": "verified", "bytes": NaN}}'
 
 
 @pytest.fixture
@@ -84,7 +86,10 @@ def test_report_becomes_a_device_event(web: Running) -> None:
         ({"device": MAC, "status": "done"}, "'status'"),
         ({"status": "failed"}, "'device'"),
         ({"device": 5, "status": "failed"}, "must be a string"),
-        ({"device": MAC, "status": "verified", "bytes": "many"}, "must be a number"),
+        ({"device": MAC, "status": "verified", "bytes": "many"}, "must be a finite number"),
+        (INFINITE_REPAIRS, "Infinity"),
+        (NAN_BYTES, "NaN"),
+        ({"device": MAC, "status": "verified", "bytes": 10**400}, "finite"),
         ({"device": MAC, "status": "failed", "reason": "x" * 5000}, "at most"),
     ],
 )

@@ -15,6 +15,18 @@ commands use. docs/API.md documents every endpoint.
 
 from __future__ import annotations
 
-from wds.web.service import WebService
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from wds.web.service import WebService
 
 __all__ = ["WebService"]
+
+
+def __getattr__(name: str) -> Any:
+    # imported on first use: the CLI's client must not pull in aiohttp and prometheus_client
+    if name == "WebService":
+        from wds.web.service import WebService
+
+        return WebService
+    raise AttributeError(name)

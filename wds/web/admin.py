@@ -148,6 +148,8 @@ def session_spec(data: dict[str, Any]) -> SessionConfig:
         _check_sessions(Config(session=(spec,)), where)
     except ConfigError as exc:
         raise RequestError(str(exc).replace("session[0]", "session")) from None
+    except OverflowError:
+        raise RequestError(f"{where}: session: a number is too large for its key") from None
     return spec
 
 

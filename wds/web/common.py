@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -51,12 +52,16 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     if not body:
         raise RequestError("the request needs a JSON object as its body")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise RequestError(f"the body is not valid JSON ({exc}); send a JSON object") from None
     if not isinstance(data, dict):
         raise RequestError(f"the body must be a JSON object, not {type(data).__name__}")
     return data
+
+
+def _no_constant(name: str) -> Any:
+    raise RequestError(f"the body holds {name}; JSON numbers must be finite")
 
 
 def field(
@@ -69,14 +74,21 @@ def field(
     ok = isinstance(value, kind) and not (kind is not bool and isinstance(value, bool))
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         ok = True
-    if not ok:
+    if not ok or (kind is float and not _finite(value)):
         raise RequestError(f"{key!r} must be a {_TYPE_NAMES.get(kind, kind.__name__)}")
     if isinstance(value, str) and (len(value) > limit or any(ord(c) < 32 for c in value)):
         raise RequestError(f"{key!r}: at most {limit} printable characters")
     return value
 
 
-_TYPE_NAMES = {str: "string", int: "integer", float: "number", bool: "boolean"}
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer beyond any float
+        return False
+
+
+_TYPE_NAMES = {str: "string", int: "integer", float: "finite number", bool: "boolean"}
 
 
 def session_name(request: web.Request) -> str:
