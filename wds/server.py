@@ -96,7 +96,9 @@ class PxeService:
         from pxe.dhcp.server import proxy_dhcp_from_config
 
         config = self.ctx.config
-        self._server = proxy_dhcp_from_config(config, store=self.ctx.devices)
+        self._server = proxy_dhcp_from_config(
+            config, store=self.ctx.devices, events=self.ctx.events
+        )
         self.ctx.pxe = self._server
         ports = await self._server.start()
         pxe = config.pxe
