@@ -165,22 +165,27 @@ class ReadTransfer:
         join = b"".join
         return (join(iov) for iov, _size, _count in self.datagram_groups(1))
 
-    def datagram_groups(self, max_count: int = 64) -> Iterable[DatagramGroup]:
+    def datagram_groups(self, max_count: int = 64, lead: int = 0) -> Iterable[DatagramGroup]:
         """The same datagrams, as runs of up to ``max_count`` consecutive equal-sized DATA packets.
 
         Each group is ``(iovec, size, count)``: ``count`` datagrams of ``size`` bytes laid end to
         end in the buffers of ``iovec`` (header, payload slice, header, ...); only the last may be
         shorter. An adapter can hand a group to the kernel in one call (UDP segmentation offload)
         or send it datagram by datagram. A group never exceeds 65507 bytes (one IPv4 datagram).
+
+        ``lead`` > 0 caps the first group of each burst at ``lead`` datagrams: groups are built
+        while the caller iterates, so an adapter that sends that group at once has the first
+        block on the wire, and the client waking up, while the rest is still being built and
+        segmented (docs/TFTP.md, "Performance").
         """
         items = self._out
         if not items:
             return ()
         self._out = []
-        return self._groups(items, max_count)
+        return self._groups(items, max_count, lead)
 
     def _groups(
-        self, items: list[bytes | tuple[int, int]], max_count: int
+        self, items: list[bytes | tuple[int, int]], max_count: int, lead: int
     ) -> Iterator[DatagramGroup]:
         data, bs, headers = self.data, self.blksize, DATA_HEADERS
         size = bs + 4
@@ -191,8 +196,10 @@ class ReadTransfer:
                 continue
             first, last = item
             offset = (first - 1) * bs
+            count = min(lead, per_group) if lead > 0 else per_group
             while first <= last:
-                end = min(last, first + per_group - 1)
+                end = min(last, first + count - 1)
+                count = per_group
                 iov: list[bytes | memoryview] = []
                 append = iov.append
                 for block in range(first, end + 1):
@@ -212,6 +219,11 @@ class ReadTransfer:
     @property
     def has_stranger_replies(self) -> bool:
         return bool(self._strangers)
+
+    @property
+    def waiting_for_ack(self) -> bool:
+        """All the window allows is sent: only the client's answer (or a timeout) moves on."""
+        return self.state is not TransferState.DONE and self._pace_deadline is None
 
     def next_timer(self) -> float | None:
         rto, pace = self._rto_deadline, self._pace_deadline

@@ -10,6 +10,11 @@ DatagramProtocol transport, and the send path is a bare ``sendto`` of header + m
   interface's MTU.
 * Timers are lazy: each transfer has at most one pending ``call_at``; an ACK that moves the deadline
   later does not touch it, the timer re-arms itself when it fires early.
+* Busy-poll: while at most :data:`BUSY_POLL_MAX_TRANSFERS` transfers run, after a window has gone
+  out the transfer socket is polled for the client's ACK for up to :data:`BUSY_POLL` seconds
+  instead of sleeping in the event loop. A sleeping process on an idle CPU takes tens of
+  microseconds to wake (much more in a VM, where the idle CPU halts), and that wake-up is paid
+  once per window; docs/TFTP.md ("Performance") has the measurements.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import asyncio
 import contextlib
 import errno
 import logging
+import os
 import socket
 import struct
 import time
@@ -59,6 +65,16 @@ SOL_UDP = getattr(socket, "SOL_UDP", 17)
 UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
 #: UDP_MAX_SEGMENTS of the kernel
 GSO_MAX_SEGMENTS = 64
+#: longest busy-poll for a client's answer after a window burst, seconds (0: never poll)
+BUSY_POLL = 200e-6
+#: busy-poll only while at most this many transfers run (a poll watches one socket)
+BUSY_POLL_MAX_TRANSFERS = 1
+#: longest stretch the poll keeps the event loop from other work before it yields a turn, seconds
+BUSY_POLL_SLICE = 1e-3
+#: polls in a row that ran out without an answer before a transfer stops polling (a slow client)
+BUSY_POLL_MISSES = 2
+#: answers a transfer that stopped polling takes from the event loop before it tries again
+BUSY_POLL_RETRY = 64
 _GSO_UNSUPPORTED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
 _GSO_CMSG: dict[int, list[tuple[int, int, bytes]]] = {}
 
@@ -94,6 +110,10 @@ class _Session:
     deadline: float = 0.0
     send_failures: int = 0
     gso: bool = True  # send window bursts with UDP segmentation offload
+    polling: bool = False  # a busy-poll of this socket is running or scheduled
+    poll_misses: int = 0  # busy-polls in a row that ran out without an answer
+    unpolled: int = 0  # answers taken from the event loop since polling stopped
+    closed: bool = False
 
     @property
     def machine(self) -> ReadTransfer:
@@ -104,11 +124,18 @@ class TftpServer:
     """A TFTP read-only server. ``await start()`` binds and returns (address, port)."""
 
     def __init__(
-        self, config: TftpConfig, *, source: FileSource | None = None, gso: bool = True
+        self,
+        config: TftpConfig,
+        *,
+        source: FileSource | None = None,
+        gso: bool = True,
+        busy_poll: float = BUSY_POLL,
     ) -> None:
         self.config = config
         #: try UDP segmentation offload for window bursts (falls back per transfer by itself)
         self.gso = gso
+        #: seconds to poll for a client's answer after a burst (see the module docstring)
+        self.busy_poll = busy_poll
         self.cache = SharedFileCache()
         self.source: FileSource = source or RootFileSource(
             Path(config.root), case_insensitive=config.case_insensitive, cache=self.cache
@@ -130,6 +157,9 @@ class TftpServer:
         self.address: tuple[str, int] = ("", 0)
         self.completed = 0
         self.failed = 0
+        #: client answers read by the busy-poll, and polls that ran out without one
+        self.polled_answers = 0
+        self.poll_timeouts = 0
         self.bytes_sent = 0  # file bytes of completed transfers
         self.retransmitted = 0  # DATA datagrams sent again, over all ended transfers
         #: called once per ended transfer (not for declined option sets): the server's device
@@ -326,14 +356,90 @@ class TftpServer:
         except OSError as exc:  # e.g. an ICMP error reported on the socket
             peer_log(session.client).debug("transfer socket: %s", exc)
             return
+        self._feed(session, data, addr)
+        if session.polling:
+            return
+        if session.poll_misses >= BUSY_POLL_MISSES:
+            # the client answered slower than the poll bound: poll again once in a while
+            session.unpolled += 1
+            if session.unpolled < BUSY_POLL_RETRY:
+                return
+            session.poll_misses = session.unpolled = 0
+        if self._may_poll(session):
+            self._busy_poll(session, self._time() + self.busy_poll)
+
+    def _feed(self, session: _Session, data: bytes, addr: tuple[str, int]) -> None:
         reason = session.machine.receive(data, addr, self._time())
         if reason is not None and log.isEnabledFor(logging.DEBUG):
             peer_log(session.client).debug("ignored: %s", reason)
         self._flush(session)
 
+    def _may_poll(self, session: _Session) -> bool:
+        """Poll for the answer when the window is out and few transfers run."""
+        return (
+            self.busy_poll > 0
+            and len(self._sessions) <= BUSY_POLL_MAX_TRANSFERS
+            and not session.closed
+            and session.machine.waiting_for_ack
+        )
+
+    def _busy_poll(self, session: _Session, deadline: float) -> None:
+        """Read the client's answers as they come, until ``deadline`` passes without one.
+
+        Bounded: each wait for an answer lasts at most ``busy_poll`` seconds, and after
+        :data:`BUSY_POLL_SLICE` the loop gets a turn (timers, the listening socket) before the
+        poll goes on. Between two reads the CPU is offered to any other runnable task.
+        """
+        recvfrom = session.sock.recvfrom
+        clock = self._time
+        offer_cpu = os.sched_yield
+        slice_end = clock() + BUSY_POLL_SLICE
+        session.polling = True
+        while True:
+            try:
+                data, addr = recvfrom(MAX_TRANSFER_DATAGRAM)
+            except (BlockingIOError, InterruptedError):
+                now = clock()
+                if now >= deadline:  # the client is slower than the bound: sleep in the loop
+                    session.poll_misses += 1
+                    self.poll_timeouts += 1
+                    break
+                if now >= slice_end:
+                    assert self._loop is not None
+                    self._loop.call_soon(self._resume_poll, session, deadline)
+                    return
+                offer_cpu()
+                continue
+            except OSError as exc:
+                peer_log(session.client).debug("transfer socket: %s", exc)
+                break
+            session.poll_misses = 0
+            self.polled_answers += 1
+            self._feed(session, data, addr)
+            if not self._may_poll(session):
+                break
+            now = clock()
+            deadline = now + self.busy_poll
+            if now >= slice_end:
+                assert self._loop is not None
+                self._loop.call_soon(self._resume_poll, session, deadline)
+                return
+        session.polling = False
+
+    def _resume_poll(self, session: _Session, deadline: float) -> None:
+        if self._may_poll(session):
+            self._busy_poll(session, deadline)
+        else:
+            session.polling = False
+
     def _flush(self, session: _Session) -> None:
         machine = session.machine
-        groups = machine.datagram_groups(GSO_MAX_SEGMENTS if session.gso else 1)
+        # With segmentation offload the first block of a burst goes alone (lead=1): the client
+        # starts waking up while the kernel segments the rest of the window.
+        if session.gso:
+            groups = machine.datagram_groups(GSO_MAX_SEGMENTS, lead=1)
+        else:
+            groups = machine.datagram_groups(1)
         if groups:
             sock = session.sock
             client = session.client
@@ -471,6 +577,7 @@ class TftpServer:
                 session.prepared.served.name,
                 why,
             )
+        session.closed = True
         if self._sessions.get(session.client) is session:
             del self._sessions[session.client]
         if session.timer is not None:

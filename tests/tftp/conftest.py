@@ -10,6 +10,7 @@ from typing import Any, TypeVar
 import pytest
 from tftp_server_thread import ServerThread
 
+from pxe.tftp.server import BUSY_POLL
 from wds.config import TftpConfig
 
 T = TypeVar("T")
@@ -26,7 +27,7 @@ def served_dir(tmp_path: Path) -> Path:
 def make_server(served_dir: Path) -> Iterator[Callable[..., ServerThread]]:
     started: list[ServerThread] = []
 
-    def make(*, gso: bool = True, **overrides: Any) -> ServerThread:
+    def make(*, gso: bool = True, busy_poll: float = BUSY_POLL, **overrides: Any) -> ServerThread:
         base = TftpConfig(
             address=overrides.pop("address", "127.0.0.1"),
             port=0,
@@ -35,7 +36,7 @@ def make_server(served_dir: Path) -> Iterator[Callable[..., ServerThread]]:
             min_timeout=0.02,
             max_retries=3,
         )
-        s = ServerThread(dataclasses.replace(base, **overrides), gso=gso)
+        s = ServerThread(dataclasses.replace(base, **overrides), gso=gso, busy_poll=busy_poll)
         s.start()
         started.append(s)
         return s

@@ -73,8 +73,12 @@ class RawClient:
         options: tuple[tuple[str, str], ...] = (),
         max_packets: int = 200_000,
         deadline: float = 30.0,
+        ack_delay: float = 0.0,
     ) -> FetchResult:
-        """Fetch a file (RFC 7440 windows when asked); stops on error, timeout or the last block."""
+        """Fetch a file (RFC 7440 windows when asked); stops on error, timeout or the last block.
+
+        ``ack_delay`` seconds pass before each acknowledgement of a window (a slow client).
+        """
         result = FetchResult()
         self.send(rrq(name, mode, options), server)
         blksize, windowsize = 512, 1
@@ -119,6 +123,8 @@ class RawClient:
             since_ack += 1
             last = len(packet.payload) < blksize
             if last or since_ack >= windowsize:
+                if ack_delay:
+                    time.sleep(ack_delay)
                 self.send(build_packet(TftpAck(packet.block)), tid)
                 since_ack = 0
             if last:

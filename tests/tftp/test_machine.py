@@ -426,3 +426,40 @@ def test_datagram_groups_are_the_datagrams_laid_end_to_end(blksize: int, windows
         )
         flat += [buffer[i : i + size] for i in range(0, len(buffer), size)]
     assert flat == expected
+
+
+@pytest.mark.parametrize(("blksize", "windowsize"), [(512, 64), (1468, 16), (1468, 1), (65464, 4)])
+def test_lead_group_holds_the_first_block_of_each_burst(blksize: int, windowsize: int) -> None:
+    data = content(blksize * windowsize * 2 - 3)
+    plain = make(data, blksize=blksize, windowsize=windowsize)
+    led = make(data, blksize=blksize, windowsize=windowsize)
+    for t in (plain, led):
+        t.start(0.0)
+        list(t.datagrams_to_send())
+    for acked in (0, windowsize):
+        for t in (plain, led):
+            t.receive(ack(acked), PEER, 0.0)
+        expected = list(plain.datagrams_to_send())
+        groups = list(led.datagram_groups(64, lead=1))
+        assert groups[0][2] == 1
+        assert b"".join(groups[0][0]) == expected[0]
+        flat: list[bytes] = []
+        for iov, size, _count in groups:
+            buffer = b"".join(iov)
+            flat += [buffer[i : i + size] for i in range(0, len(buffer), size)]
+        assert flat == expected
+
+
+def test_waiting_for_ack_only_when_the_window_is_out() -> None:
+    t = started(content(4 * 512), windowsize=4)  # blocks 1-4, then the empty block 5
+    assert t.waiting_for_ack
+    assert t.receive(ack(4), PEER, 0.01) is None and t.waiting_for_ack
+    assert t.receive(ack(5), PEER, 0.02) is None
+    assert t.finished and not t.waiting_for_ack
+    slow = TransferSettings(timeout=0.2, min_timeout=0.01, max_retries=5, initial_window=2.0)
+    paced = started(content(10_000), windowsize=4, settings=slow)
+    assert not paced.waiting_for_ack  # two blocks now, two more after a pause
+    deadline = paced.next_timer()
+    assert deadline is not None
+    paced.handle_timer(deadline)
+    assert paced.waiting_for_ack

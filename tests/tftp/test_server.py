@@ -31,7 +31,7 @@ from pxe.tftp.codec import (
     parse_packet,
 )
 from pxe.tftp.netif import interface_mtu
-from pxe.tftp.server import TftpServer
+from pxe.tftp.server import BUSY_POLL, BUSY_POLL_MISSES, TftpServer
 from wds.config import TftpConfig
 
 MakeServer = Callable[..., ServerThread]
@@ -77,11 +77,13 @@ def test_tftpy_fetch(
     assert server.call(lambda: server.server.completed) == 1
 
 
-@pytest.mark.parametrize("gso", [True, False])
-def test_windowed_fetch_and_tsize(make_server: MakeServer, served_dir: Path, gso: bool) -> None:
+@pytest.mark.parametrize(("gso", "busy_poll"), [(True, BUSY_POLL), (False, BUSY_POLL), (True, 0)])
+def test_windowed_fetch_and_tsize(
+    make_server: MakeServer, served_dir: Path, gso: bool, busy_poll: float
+) -> None:
     data = content(1_000_003)
     (served_dir / "big.bin").write_bytes(data)
-    server = make_server(gso=gso)
+    server = make_server(gso=gso, busy_poll=busy_poll)
     with RawClient() as c:
         r = c.fetch(
             server.address,
@@ -549,3 +551,46 @@ def test_segmentation_offload_falls_back_to_single_datagrams() -> None:
     server._send_group(session, iov, 8)  # type: ignore[arg-type]
     assert session.gso is False
     assert sock.sent == [b"\0\3\0\1aaaa", b"\0\3\0\2bb"]
+
+
+def test_busy_poll_reads_a_quick_clients_answers(make_server: MakeServer, served_dir: Path) -> None:
+    data = content(300 * 512 + 7)
+    (served_dir / "f").write_bytes(data)
+    server = make_server()
+    with RawClient() as c:
+        r = c.fetch(server.address, "f")  # lockstep: an answer every few tens of microseconds
+    assert r.data == data
+    server.wait_until(lambda s: s.active_transfers == 0)
+    assert server.call(lambda: server.server.polled_answers) > 0
+
+
+def test_busy_poll_gives_up_on_a_slow_client(make_server: MakeServer, served_dir: Path) -> None:
+    """A client slower than the bound costs BUSY_POLL_MISSES polls, not one per window."""
+    data = content(30 * 4 * 512)
+    (served_dir / "f").write_bytes(data)
+    server = make_server(timeout=1.0)
+    with RawClient() as c:
+        r = c.fetch(server.address, "f", options=(("windowsize", "4"),), ack_delay=0.003)
+    assert r.data == data
+    server.wait_until(lambda s: s.active_transfers == 0)
+    timeouts, answers = server.call(
+        lambda: (server.server.poll_timeouts, server.server.polled_answers)
+    )
+    # 31 windows: two misses stop the polling; a scheduling hiccup may let one poll succeed
+    assert BUSY_POLL_MISSES <= timeouts <= 2 * BUSY_POLL_MISSES
+    assert answers <= 2
+
+
+def test_no_busy_poll_while_other_transfers_run(make_server: MakeServer, served_dir: Path) -> None:
+    (served_dir / "hang").write_bytes(content(100_000))
+    data = content(200 * 512)
+    (served_dir / "f").write_bytes(data)
+    server = make_server(timeout=5.0)
+    other = start_hanging(server, "hang")
+    try:
+        with RawClient() as c:
+            r = c.fetch(server.address, "f")
+        assert r.data == data
+        assert server.call(lambda: server.server.polled_answers) == 0
+    finally:
+        other.sock.close()

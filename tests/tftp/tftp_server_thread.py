@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from pxe.tftp.server import TftpServer
+from pxe.tftp.server import BUSY_POLL, TftpServer
 from wds.config import TftpConfig
 
 T = TypeVar("T")
@@ -17,9 +17,11 @@ T = TypeVar("T")
 class ServerThread:
     """A TftpServer running on its own event loop; state is read on that loop's thread."""
 
-    def __init__(self, config: TftpConfig, *, gso: bool = True) -> None:
+    def __init__(
+        self, config: TftpConfig, *, gso: bool = True, busy_poll: float = BUSY_POLL
+    ) -> None:
         self.loop = asyncio.new_event_loop()
-        self.server = TftpServer(config, gso=gso)
+        self.server = TftpServer(config, gso=gso, busy_poll=busy_poll)
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.address: tuple[str, int] = ("", 0)
 
