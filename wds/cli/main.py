@@ -9,6 +9,7 @@ from collections.abc import Sequence
 
 from wds import __version__
 from wds.errors import WdsError
+from wds.logs import setup_logging
 
 DESCRIPTION = """\
 wds - network deployment server.
@@ -31,8 +32,11 @@ COMMAND_MODULES = (
     "wds.cli.tftp_cmd",
     "wds.cli.serve_cmd",
     "wds.cli.device_cmd",
+    "wds.cli.status_cmd",
+    "wds.cli.session_cmd",
     "wds.cli.pxe_cmd",
     "wds.cli.stream_cmd",
+    "wds.cli.lab_cmd",
 )
 
 
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    setup_logging(level)  # journald-ready under systemd (wds.logs)
     handler = getattr(args, "handler", None)
     if handler is None:
         parser.print_help()
