@@ -178,6 +178,7 @@ def drop_privileges(config: Config, user: pwd.struct_passwd) -> None:
     """Hand the state directory and the store to ``user``, then become that user for good."""
     if os.geteuid() != 0:
         return
+    _preload()
     for top in (Path(config.server.state_dir), Path(config.server.store)):
         _chown_tree(top, user.pw_uid, user.pw_gid)
     os.initgroups(user.pw_name, user.pw_gid)
@@ -185,6 +186,14 @@ def drop_privileges(config: Config, user: pwd.struct_passwd) -> None:
     os.setuid(user.pw_uid)
     group = grp.getgrgid(user.pw_gid).gr_name
     log.info("running as user %s (uid %d, group %s)", user.pw_name, user.pw_uid, group)
+
+
+def _preload() -> None:
+    """Import what asyncio and aiohttp import lazily at run time, while root can still read
+    every module (the Python installation may not be readable by the unprivileged user)."""
+    import concurrent.futures.process
+    import concurrent.futures.thread  # noqa: F401
+    import encodings.idna  # noqa: F401
 
 
 def _chown_tree(top: Path, uid: int, gid: int) -> None:

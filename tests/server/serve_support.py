@@ -104,11 +104,13 @@ class Lab:
     def config(self) -> Path:
         return self.root / "wds.toml"
 
-    def write_config(self, sessions: str, *, server_extra: str = "") -> Path:
+    def write_config(
+        self, sessions: str, *, server_extra: str = "", stop_grace: float = 5.0
+    ) -> Path:
         """A loopback config: TFTP and PXE off, HTTP and admin on free ports."""
         self.config.write_text(
             f'[server]\naddress = "127.0.0.1"\nstate_dir = "state"\nstore = "store"\n'
-            f"stop_grace = 5\n{server_extra}"
+            f"stop_grace = {stop_grace}\n{server_extra}"
             f"[tftp]\nenabled = false\n[pxe]\nenabled = false\n"
             f"[http]\nport = {self.http_port}\nadmin_port = {self.admin_port}\n"
             f'[multicast]\ngroup_pool = "239.{self.tag}.7.0/24"\n'
@@ -184,6 +186,17 @@ class Server:
         raise AssertionError(
             f"no line matching {pattern!r}; stdout {self.seen}; stderr {self.errors()[-3000:]}"
         )
+
+    def manifest(self, session: str) -> bytes:
+        conn = http.client.HTTPConnection("127.0.0.1", self.lab.http_port, timeout=10)
+        try:
+            conn.request("GET", f"/sessions/{session}/manifest")
+            resp = conn.getresponse()
+            body = resp.read()
+            assert resp.status == 200, body
+            return body
+        finally:
+            conn.close()
 
     def ready(self) -> Server:
         self.wait_line(r"^wds serve: ready$")

@@ -371,6 +371,10 @@ class SessionManager:
             s.phase, s.message = "failed", str(exc)
             log.error("session %s failed: %s", name, exc)
             return
+        except Exception as exc:  # a bug: shown as the session's failure, with its traceback
+            s.phase, s.message = "failed", f"internal error: {exc!r}"
+            log.exception("session %s failed", name)
+            return
         s.phase = "finished"
         s.message = f"{s.completed} receivers verified the image in {s.runs} runs"
         if s.retire:
