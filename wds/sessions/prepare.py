@@ -53,6 +53,7 @@ class Prepared:
 
 def load_key(state_dir: Path) -> Ed25519PrivateKey:
     """The server's manifest key, created with its ``.pub`` on first start."""
+    Path(state_dir).mkdir(parents=True, exist_ok=True)
     return keys.load_or_create_private_key(Path(state_dir) / KEY_FILE)
 
 
