@@ -162,17 +162,23 @@ class SessionManager:
 
     async def open(self) -> str:
         """Prepare and start every ``[[session]]``; returns the line ``wds serve`` prints."""
-        self._address = sending_address(self.config)
+        try:
+            where = self._sending_address()
+        except WdsError as exc:  # each session fails with the reason when it tries to send
+            where = "no multicast route (see the log)"
+            log.warning("sessions cannot multicast: %s", exc)
         for spec in self.config.session:
             try:
                 self._add(spec, "config")
             except RequestError as exc:
                 log.error("session %s not started: %s", spec.name, exc)
         names = ", ".join(self._sessions) or "none configured"
-        return (
-            f"{self._address} ({len(self._sessions)}: {names}); manifests signed by "
-            f"{self._fingerprint}"
-        )
+        return f"{where} ({len(self._sessions)}: {names}); manifests signed by {self._fingerprint}"
+
+    def _sending_address(self) -> str:
+        if self._address is None:
+            self._address = sending_address(self.config)
+        return self._address
 
     async def drain(self, grace: float) -> None:
         """Stop taking receivers; wait up to ``grace`` seconds for running transfers."""
@@ -407,7 +413,7 @@ class SessionManager:
     async def _run_once(self, s: _Session) -> None:
         loop = asyncio.get_running_loop()
         p, spec = s.prepared, s.spec
-        assert p is not None and s.source is not None and self._address is not None
+        assert p is not None and s.source is not None
         m = p.manifest
         start_at = None
         if spec.mode == "scheduled":
@@ -429,7 +435,7 @@ class SessionManager:
             policy=s.gate,
             tracker=tracker,
         )
-        sock = open_sender_socket(self._address, self.config.multicast.ttl)
+        sock = open_sender_socket(self._sending_address(), self.config.multicast.ttl)
         service = SenderService(
             sender, sock, (s.group, s.port), on_event=functools.partial(self._on_event, s)
         )
