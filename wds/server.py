@@ -295,11 +295,18 @@ async def serve(
             drop_privileges(config, user)
         announce("wds serve: ready")
         await stop.wait()
+        stop.clear()
         log.info(
-            "stopping on signal: no new clients; running transfers get %.0f s",
+            "stopping on signal: no new clients; running transfers get %.0f s (signal again to "
+            "stop at once)",
             ctx.config.server.stop_grace,
         )
-        await _stop_gracefully(ctx, started)
+        graceful = loop.create_task(_stop_gracefully(ctx, started))
+        again = loop.create_task(stop.wait())
+        await asyncio.wait({graceful, again}, return_when=asyncio.FIRST_COMPLETED)
+        for task in (graceful, again):
+            task.cancel()
+        await asyncio.gather(graceful, again, return_exceptions=True)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         for service in reversed(started):

@@ -78,6 +78,22 @@ def test_sigterm_lets_a_running_transfer_finish_within_the_grace(lab: Lab, tmp_p
     assert "Traceback" not in server.errors()
 
 
+def test_a_second_sigterm_ends_the_grace_at_once(lab: Lab, tmp_path: Path) -> None:
+    wim = make_wim(tmp_path, mib=6)
+    add_image(lab.store, wim, "lab", "one")
+    lab.write_config(session_toml("g2", "lab/one", rate_mbps=8), stop_grace=120)
+    server = Server(lab).ready()
+    server.wait_line(r"session g2 on ")
+    receiver = Receiver(server, "g2", tmp_path / "g2.wim", "--sender-timeout", "1")
+    _wait_progress(server, "g2", 1)
+    server.signal(signal.SIGTERM)
+    time.sleep(0.5)
+    assert server.proc.poll() is None  # within its grace, the transfer runs on
+    server.signal(signal.SIGTERM)
+    assert server.proc.wait(timeout=10) == 0
+    assert receiver.result()["verified"] is False  # cut short: it resumes later
+
+
 def test_sighup_changes_the_session_list_without_dropping_a_transfer(
     lab: Lab, tmp_path: Path
 ) -> None:

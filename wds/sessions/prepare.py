@@ -37,6 +37,8 @@ KEY_FILE = "manifest.key"
 EXPORTS_DIR = "exports"
 HASHES_DIR = "manifests"
 _HASH_MAGIC = b"WDSHASH1"
+#: chunk-hash files kept in STATE_DIR/manifests (the least recently written go first)
+MAX_CACHED_HASHES = 256
 #: <linux/sockios.h>: the address of an interface
 SIOCGIFADDR = 0x8915
 
@@ -132,6 +134,9 @@ def _write_hashes(path: Path, m: ChunkManifest) -> None:
     blob = _HASH_MAGIC + struct.pack(">Q", m.image_size) + m.image_sha256 + b"".join(m.chunk_sha256)
     tmp.write_bytes(blob)
     os.replace(tmp, path)
+    cached = sorted(path.parent.glob("*.bin"), key=lambda p: p.stat().st_mtime_ns)
+    for old in cached[:-MAX_CACHED_HASHES]:
+        old.unlink(missing_ok=True)
 
 
 def build_signed(
