@@ -5,18 +5,23 @@ from __future__ import annotations
 import io
 import logging
 import os
+import pwd
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from lab import netns
+from lab.fixtures import lab, stale_labs_removed
 from wds_testsupport import require_tool
 
 from wds.logs import JournalFormatter, component_of, syslog_priority, under_journal
 
 UNIT = Path(__file__).resolve().parents[2] / "config" / "wds.service"
 INSTALLED_WDS = "/usr/local/bin/wds"
+
+__all__ = ["lab", "stale_labs_removed"]  # fixtures used by name below
 
 
 def unit_keys(text: str) -> dict[str, list[str]]:
@@ -223,3 +228,62 @@ enabled = false
     assert lines, "wds serve logged nothing at -v"
     assert all(line[0] == "<" and line[2:4] == ">w" for line in lines), lines
     assert any(line.startswith("<6>wds.tftp: ") for line in lines), lines
+
+
+# -- the unit's capabilities are enough ----------------------------------------------------------
+
+
+@pytest.mark.root
+@pytest.mark.lab
+def test_unit_capabilities_bind_the_ports_and_drop_to_the_user(
+    lab: netns.Lab, tmp_path: Path
+) -> None:
+    """``wds serve`` with only the unit's bounding set binds 67/4011/69 and becomes ``nobody``.
+
+    Run with ``setpriv`` (the unit's CapabilityBoundingSet and NoNewPrivileges) in a lab
+    namespace that has only loopback, so ProxyDHCP on 0.0.0.0:67 answers nobody.
+    """
+    setpriv = require_tool("setpriv", "util-linux")
+    keys = unit_keys(UNIT.read_text())
+    caps = [
+        c.lower().removeprefix("cap_") for c in keys["Service.CapabilityBoundingSet"][0].split()
+    ]
+    config = tmp_path / "wds.toml"
+    config.write_text(
+        f"""
+[server]
+address = "0.0.0.0"
+state_dir = "{tmp_path / "state"}"
+store = "{tmp_path / "store"}"
+user = "nobody"
+stop_grace = 1.0
+[tftp]
+root = "{tmp_path / "tftp"}"
+[http]
+admin_address = "127.0.0.1"
+"""
+    )
+    ns = lab.add_namespace("caps")
+    proc = ns.popen(
+        [
+            *(setpriv, "--nnp", "--bounding-set", "-all," + ",".join("+" + c for c in caps)),
+            *(sys.executable, "-m", "wds.cli.main", "serve", "--config", str(config)),
+        ],
+        cwd=UNIT.parents[1],
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert proc.stdout is not None
+    lines = []
+    for _ in range(30):  # bounded: one line per service, then ready
+        line = proc.stdout.readline()
+        lines.append(line)
+        if not line or "wds serve: ready" in line:
+            break
+    assert "wds serve: ready" in lines[-1], "".join(lines)
+    assert any("pxe on" in line for line in lines) and any("tftp on" in line for line in lines)
+    # `ip netns exec` and setpriv both exec: the process started is wds itself
+    status = Path(f"/proc/{proc.pid}/status").read_text()
+    uid = dict(line.split(":", 1) for line in status.splitlines())["Uid"].split()
+    assert uid[0] == uid[1] == str(pwd.getpwnam("nobody").pw_uid)
+    assert Path(tmp_path / "state").stat().st_uid == pwd.getpwnam("nobody").pw_uid
