@@ -145,6 +145,9 @@ class ReceiverReport:
     base_chunk: int
     bit_count: int
     need_bitmap: bytes
+    #: the newest DATA seq the receiver had read when it wrote this (or the ANNOUNCE's next seq
+    #: minus one before any DATA): what the sender sent after it the receiver cannot know yet
+    seen_seq: int = 0
 
 
 @dataclass(frozen=True)
@@ -154,6 +157,7 @@ class RepairRequest:
     session_id: int
     receiver_id: int
     ranges: tuple[BlockRange, ...]
+    seen_seq: int = 0  # as in ReceiverReport: a repair sent after it was not lost, only unread
 
 
 @dataclass(frozen=True)
@@ -221,6 +225,7 @@ _REPORT = c.Struct(
     "base_chunk" / c.Int32ub,
     "bit_count" / c.Int16ub,
     "reserved2" / c.Const(0, c.Int16ub),
+    "seen_seq" / c.Int32ub,
     "need_bitmap" / c.Bytes((c.this.bit_count + 7) // 8),
     c.Terminated,
 )
@@ -229,6 +234,7 @@ _NAK = c.Struct(
     "receiver_id" / c.Int64ub,
     "count" / c.Int16ub,
     "reserved" / c.Const(0, c.Int16ub),
+    "seen_seq" / c.Int32ub,
     "ranges" / c.Array(c.this.count, _RANGE),
     c.Terminated,
 )
@@ -356,9 +362,10 @@ def _from_container(kind: DatagramType, p: Any) -> Datagram:
             p.base_chunk,
             p.bit_count,
             p.need_bitmap,
+            p.seen_seq,
         )
     if kind is DatagramType.NAK:
-        return RepairRequest(sid, p.receiver_id, _ranges(p.ranges))
+        return RepairRequest(sid, p.receiver_id, _ranges(p.ranges), p.seen_seq)
     try:
         reason = RedirectReason(p.reason)
     except ValueError:

@@ -79,7 +79,7 @@ _ENDED = (ReceiverState.DONE, ReceiverState.FAILED)
 class ReceiverSettings:
     max_open_bytes: int = 32 * 1024 * 1024  # chunk buffers being assembled, at least one chunk
     nak_backoff: float = 0.03
-    nak_holdoff: float = 0.1
+    nak_holdoff: float = 0.03
     max_naks_per_chunk: int = 20
     report_interval: float = 0.5
     report_jitter: float = 0.25
@@ -167,6 +167,7 @@ class Receiver:
         self._seq_start: int | None = None
         self._seq_high = 0
         self._seq_received = 0
+        self._announced_seq = 0
         if self.verified_chunks == count:
             self._complete(now)
 
@@ -199,7 +200,7 @@ class Receiver:
                 and length == len(data) - DATA_HEADER_SIZE
                 and length <= MAX_BLOCK_SIZE
             ):
-                self._last_heard = self._last_data = now
+                self._last_heard = now
                 self._on_block(chunk, block, seq, data[DATA_HEADER_SIZE:], bool(flags), now)
                 return self._drain()
         try:
@@ -273,7 +274,7 @@ class Receiver:
     def _dispatch(self, d: Datagram, addr: Address, now: float) -> None:
         match d:
             case DataBlock():
-                self._last_heard = self._last_data = now
+                self._last_heard = now
                 self._on_data(d, now)
             case Announce():
                 self._on_announce(d, addr, now)
@@ -291,6 +292,7 @@ class Receiver:
             return
         self._last_heard = now
         self._sender = addr
+        self._announced_seq = d.seq
         if d.state is SenderState.FINISHED:
             if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):
                 self._fail("the sender finished the session before every chunk arrived")
@@ -343,6 +345,10 @@ class Receiver:
         self._seq_received += 1
         if self.state in _ENDED:
             return
+        if not repair:
+            # the carousel's own DATA: repairs flowing to others in the end game do not hide a
+            # lost tail from the tail timer (PROTOCOL.md 7)
+            self._last_data = now
         if not repair and chunk != self._carousel_chunk:
             # the carousel moved on: whatever an open chunk still lacks was lost (PROTOCOL.md 7)
             self._carousel_chunk = chunk
@@ -438,13 +444,16 @@ class Receiver:
             ranges = _to_ranges(ch.index, due)
             for i in range(0, len(ranges), MAX_RANGES):
                 nak = RepairRequest(
-                    self.manifest.session_id, self.receiver_id, tuple(ranges[i : i + MAX_RANGES])
+                    self.manifest.session_id,
+                    self.receiver_id,
+                    tuple(ranges[i : i + MAX_RANGES]),
+                    self._seen_seq(),
                 )
                 self._out.append((build_datagram(nak), self._sender))
                 self.naks_sent += 1
             self.repair_chunks.add(ch.index)
             ch.naks_sent += 1
-            # exponential back-off (0.1, 0.2, 0.4, 0.8 s, then 0.8): a repair that is late
+            # exponential back-off (30, 60, 120, 240 ms, then 240): a repair that is late
             # because the sender or this host is loaded must not be asked for again and again
             until = now + s.nak_holdoff * (1 << min(ch.naks_sent - 1, NAK_BACKOFF_DOUBLINGS))
             for k in due:
@@ -511,8 +520,17 @@ class Receiver:
             base,
             bits,
             bytes(need),
+            self._seen_seq(),
         )
         self._out.append((build_datagram(report), self._sender))
+
+    def _seen_seq(self) -> int:
+        """The newest DATA seq read (before any DATA: the one before the ANNOUNCE's next seq).
+        Every chunk this run's REPORT leaves out, every block its NAK lists, was sent at or
+        before it: the sender tells lost from not yet read by it (PROTOCOL.md 4.4, 6)."""
+        if self._seq_start is None:
+            return (self._announced_seq - 1) & 0xFFFFFFFF
+        return self._seq_high
 
     def _loss_permille(self) -> int:
         if self._seq_start is None or self._seq_received == 0:

@@ -66,6 +66,11 @@ Event = (
 _TOKEN_SLACK = 1e-3
 
 
+def _after(seq: int, other: int) -> bool:
+    """``seq`` was sent after ``other`` (serial arithmetic mod 2^32, RFC 1982)."""
+    return 0 < (seq - other) & 0xFFFFFFFF < 0x80000000
+
+
 class ChunkSource(Protocol):
     """The image bytes (the store's file, or bytes in a test)."""
 
@@ -107,9 +112,10 @@ class SenderSettings:
     max_repair_blocks: int = 65536
     repair_share: float = 0.5  # of DATA, while the carousel also has something to send
     linger: float = 2.0
-    #: a REPORT asking for a chunk whose last block went out less than this ago was (very
-    #: likely) written before that chunk arrived: it does not make the carousel resend it
-    report_grace: float = 0.5
+    #: how long the sender remembers the seq of each chunk it sent and block it repaired, to
+    #: tell from a REPORT's or NAK's seen_seq what that receiver cannot have read yet (a
+    #: receiver lagging more than this may get a chunk or block twice; nothing worse)
+    report_grace: float = 2.0
     finish_announcements: int = 3
 
     def __post_init__(self) -> None:
@@ -196,8 +202,8 @@ class Sender:
         self._opened_at = now
         self._peers: dict[int, _Peer] = {}
         self._union: int | None = None  # cache of the union of needs, see _needed_after
-        #: (time, chunk) of chunks whose last block was sent within report_grace, oldest first
-        self._recent: deque[tuple[float, int]] = deque()
+        #: (time, chunk, seq of its last block) of chunks sent within report_grace, oldest first
+        self._recent: deque[tuple[float, int, int]] = deque()
         self._redirected: dict[int, tuple[RedirectReason, Address]] = {}
         self._events: list[Event] = []
         self._control: list[Outgoing] = []
@@ -215,10 +221,12 @@ class Sender:
         self._chunk_view = memoryview(b"")
         # repairs: queued (chunk, block) in NAK order, each sent once
         self._repairs: dict[tuple[int, int], None] = {}
-        #: blocks repaired within report_grace: (chunk, block) -> when, oldest first. A NAK for
-        #: one of them comes from a receiver that has not yet read the repair (its queue, our
-        #: queue, the link): repairing it again would only add load where load is the problem.
-        self._repaired: dict[tuple[int, int], float] = {}
+        #: blocks repaired within report_grace: (chunk, block) -> (when, seq), oldest first. A
+        #: NAK for one of them whose seen_seq is older than the repair's seq comes from a
+        #: receiver that has not yet read the repair (its queue, our queue, the link):
+        #: repairing it again would only add load where load is the problem. One whose
+        #: seen_seq is newer lost the repair: it is repaired again at once (PROTOCOL.md 6).
+        self._repaired: dict[tuple[int, int], tuple[float, int]] = {}
         self._repair_credit = 64.0  # repairs allowed before carousel DATA earns more
         self._credit_per_block = settings.repair_share / (1 - settings.repair_share)
         # token bucket (PROTOCOL.md section 6)
@@ -446,8 +454,10 @@ class Sender:
         recent = self._recent
         while recent and recent[0][0] < now - self.settings.report_grace:
             recent.popleft()
-        for _, index in recent:
-            peer.need[index >> 3] &= 0xFF ^ (0x80 >> (index & 7))
+        seen = d.seen_seq
+        for _, index, last_seq in recent:
+            if _after(last_seq, seen):  # still on its way to (or queued at) that receiver
+                peer.need[index >> 3] &= 0xFF ^ (0x80 >> (index & 7))
 
     def _on_nak(self, d: RepairRequest, addr: Address, now: float) -> None:
         peer = self._peers.get(d.receiver_id)
@@ -468,15 +478,18 @@ class Sender:
         repaired = self._repaired
         while repaired:
             oldest = next(iter(repaired))
-            if repaired[oldest] >= now - self.settings.report_grace:
+            if repaired[oldest][0] >= now - self.settings.report_grace:
                 break
             del repaired[oldest]
+        seen = d.seen_seq
         queued: list[BlockRange] = []
         for r in d.ranges:
             run: list[int] = []
             for k in range(r.first_block, r.first_block + r.block_count):
                 full = len(self._repairs) >= self.settings.max_repair_blocks
-                if full or (r.chunk, k) in self._repairs or (r.chunk, k) in self._repaired:
+                sent = repaired.get((r.chunk, k))
+                in_flight = sent is not None and _after(sent[1], seen)
+                if full or in_flight or (r.chunk, k) in self._repairs:
                     if run:
                         queued.append(BlockRange(r.chunk, run[0], len(run)))
                         run = []
@@ -592,7 +605,7 @@ class Sender:
             payload = self._source.read(offset, m.block_length(chunk, block))
             self.repairs_sent += 1
             self._repaired.pop((chunk, block), None)  # keep the dict in time order
-            self._repaired[(chunk, block)] = now
+            self._repaired[(chunk, block)] = (now, self._seq)
             if len(self._repaired) > self.settings.max_repair_blocks:
                 del self._repaired[next(iter(self._repaired))]
             return self._data(chunk, block, payload, repair=True)
@@ -619,7 +632,7 @@ class Sender:
             self._chunk_data = b""
             self._chunk_view = memoryview(b"")
             self._presume_sent(chunk)
-            self._recent.append((now, chunk))
+            self._recent.append((now, chunk, (self._seq - 1) & 0xFFFFFFFF))
         return datagram
 
     def _presume_sent(self, index: int) -> None:

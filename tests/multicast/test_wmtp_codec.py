@@ -65,6 +65,7 @@ def reports(draw: st.DrawFn) -> ReceiverReport:
         draw(u32),
         bits,
         bytes(bitmap),
+        draw(u32),
     )
 
 
@@ -91,7 +92,7 @@ datagrams = st.one_of(
     ),
     st.builds(RepairAdvertisement, u64, block_ranges()),
     reports(),
-    st.builds(RepairRequest, u64, u64, block_ranges()),
+    st.builds(RepairRequest, u64, u64, block_ranges(), u32),
     st.builds(Redirect, u64, u64, st.sampled_from(RedirectReason)),
 )
 
@@ -250,3 +251,29 @@ def test_every_configurable_mtu_gives_a_valid_block_size() -> None:
     assert codec.block_size_for_mtu(9216) == codec.MAX_BLOCK_SIZE == 9160
     with pytest.raises(LocalProtocolError):
         codec.block_size_for_mtu(9217)
+
+
+def test_golden_report_and_nak_carry_seen_seq() -> None:
+    report = ReceiverReport(1, 2, ReportFlags.JOIN, 3, 4, 5, 8, 9, b"\xff\x80", seen_seq=0x0A0B0C0D)
+    wire = build_datagram(report)
+    assert wire[40:44] == b"\x0a\x0b\x0c\x0d" and wire[44:] == b"\xff\x80" and len(wire) == 46
+    nak = RepairRequest(1, 2, (BlockRange(7, 1, 2),), seen_seq=0x01020304)
+    wire = build_datagram(nak)
+    assert wire[20:28] == b"\x00\x01\x00\x00\x01\x02\x03\x04"
+    assert wire[28:] == bytes.fromhex("0000000700010002")
+    assert parse_datagram(wire) == nak
+
+
+@given(data_blocks)
+def test_data_words_and_header_packer_agree_with_the_codec(d: DataBlock) -> None:
+    wire = build_data_fast(d)
+    head = codec.pack_data_head(d.session_id, d.seq, d.chunk, d.block, len(d.payload), d.repair)
+    assert head + d.payload == wire
+    lead, sid, seq, chunk, block, length, flags = codec.DATA_WORDS.unpack_from(wire)
+    assert lead == codec.DATA_LEAD and (sid, seq, chunk, block) == (
+        d.session_id,
+        d.seq,
+        d.chunk,
+        d.block,
+    )
+    assert length == len(d.payload) and flags == (codec.DATA_REPAIR_WORD if d.repair else 0)
