@@ -209,12 +209,47 @@ def build_openapi(*tables: tuple[Route, ...]) -> dict[str, Any]:
     }
 
 
+#: the routes :mod:`wds.web.boot` adds to the content app (that module owns them; a test checks
+#: this list against what it registers): (path, summary, media type)
+BOOT_PATHS: tuple[tuple[str, str, str], ...] = (
+    (
+        "/boot.ipxe",
+        "the iPXE entry script ([pxe.boot] ipxe_script): chains to /ipxe/{mac}",
+        "text/plain",
+    ),
+    ("/ipxe/{mac}", "a device's iPXE script: deploy, wait for approval, or exit", "text/plain"),
+    (
+        "/deploy/vmlinuz",
+        "the deploy environment's kernel ([deploy] kernel)",
+        "application/octet-stream",
+    ),
+    ("/deploy/initrd.img", "its initramfs ([deploy] initrd)", "application/octet-stream"),
+    (
+        "/boot/{path}",
+        "a file under [tftp] root, as TFTP serves it (HTTP boot)",
+        "application/octet-stream",
+    ),
+)
+
+
+async def _documented_only(request: web.Request) -> web.StreamResponse:
+    raise web.HTTPNotFound()  # never registered: the boot routes have handlers of their own
+
+
 def document() -> dict[str, Any]:
-    """The document of the whole server (admin and content routes)."""
+    """The document of the whole server (admin, content and boot routes)."""
     from wds.web.admin import ADMIN_ROUTES
     from wds.web.content import CONTENT_ROUTES
 
-    return build_openapi(ADMIN_ROUTES, CONTENT_ROUTES)
+    boot = tuple(
+        Route("GET", path, _documented_only, summary, media=media, errors=(404,), tag="boot")
+        for path, summary, media in BOOT_PATHS
+    )
+    doc = build_openapi(ADMIN_ROUTES, CONTENT_ROUTES, boot)
+    for path, _, _ in BOOT_PATHS:
+        op = doc["paths"][path]["get"]
+        op["operationId"] = "get_boot_" + re.sub(r"\W+", "_", path).strip("_")
+    return doc
 
 
 if __name__ == "__main__":

@@ -83,14 +83,16 @@ class WebService:
         self.ctx = ctx
         self.content_address: tuple[str, int] | None = None
         self.admin_address: tuple[str, int] | None = None
-        self.token_required = False
+        # read now: ``wds serve`` builds every service before it binds any port, so an exposed
+        # admin API without a token stops the start-up before anything listens
+        self._token = load_token(ctx)
+        self.token_required = bool(self._token)
         self._runners: list[web.AppRunner] = []
 
     async def start(self) -> str:
         config = self.ctx.config
         http = config.http
-        token = load_token(self.ctx)
-        self.token_required = bool(token)
+        token = self._token
         counts: dict[str, Counter[int]] = {}
         info: dict[str, Any] = {"token_required": self.token_required}
         registry = registry_for(self.ctx, counts)
