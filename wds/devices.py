@@ -470,13 +470,12 @@ class DeviceStore:
                 "ON CONFLICT (ip) DO UPDATE SET mac = excluded.mac, at = excluded.at",
                 (ip, mac, now),
             )
-            (count,) = db.execute("SELECT count(*) FROM device_address").fetchone()
-            if count > MAX_ADDRESSES:
-                db.execute(
-                    "DELETE FROM device_address WHERE ip IN (SELECT ip FROM device_address "
-                    "ORDER BY at LIMIT ?)",
-                    (count - MAX_ADDRESSES,),
-                )
+            # walks the index on `at` from the newest end: no count over the whole table
+            db.execute(
+                "DELETE FROM device_address WHERE at < (SELECT at FROM device_address "
+                "ORDER BY at DESC LIMIT 1 OFFSET ?)",
+                (MAX_ADDRESSES - 1,),
+            )
         self._addresses[ip] = (mac, now)
         self._addresses.move_to_end(ip)
         while len(self._addresses) > MAX_ADDRESSES:

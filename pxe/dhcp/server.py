@@ -276,7 +276,8 @@ class ProxyDhcpServer:
         packet_log.info(
             "%s to %s:%d: %s (%s)", reply.kind, dest.address, port, boot_file, reply.client.arch
         )
-        if self.events is not None:
+        gave_file = bool(reply.packet.file or reply.packet.option(67))
+        if self.events is not None and gave_file:  # else a port-4011 offer: the PxeAck follows
             self.events.record(
                 "booted", f"{reply.kind} {boot_file} ({reply.client.arch})", mac=reply.client.mac
             )

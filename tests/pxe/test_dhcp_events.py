@@ -58,10 +58,10 @@ def test_answered_discover_is_a_booted_event_and_counted_by_arch() -> None:
             env.send(discover(ciaddr=LOOPBACK, arch=0x7777), env.ports.dhcp)  # not answered
             await env.nothing()
             assert env.server.requests_by_arch == {"x86 BIOS": 1, "x64 UEFI": 1, "unassigned": 1}
+        # the UEFI client's offer names no file (it asks on port 4011): only the BIOS one booted
         booted = [(kind, mac) for kind, _, mac, _ in sink.events]
-        assert booted == [("booted", MAC), ("booted", MAC)]
+        assert booted == [("booted", MAC)]
         assert "undionly.kpxe" in sink.events[0][1] and "x86 BIOS" in sink.events[0][1]
-        assert "x64 UEFI" in sink.events[1][1]
 
     run(scenario)
 
@@ -89,5 +89,23 @@ def test_events_reach_the_device_history(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
             assert store.mac_for("198.18.0.20") == MAC
             assert [e.kind for e in store.events(MAC)] == ["booted"]
+
+    run(scenario)
+
+
+def test_port4011_offer_is_no_booted_event_the_ack_is() -> None:
+    async def scenario() -> None:
+        sink = RecordingSink()
+        async with lab(events=sink) as env:
+            uefi = b"PXEClient:Arch:00007:UNDI:003000"
+            env.send(discover(ciaddr=LOOPBACK, arch=7, vendor_class=uefi), env.ports.dhcp)
+            offer, _ = await env.reply()
+            assert offer.file == b""  # [pxe] proxy_mode auto: UEFI asks on port 4011
+            request = discover(vendor_class=uefi, arch=7, message_type=3, ciaddr=LOOPBACK, flags=0)
+            env.send(request, env.ports.pxe)
+            ack, _ = await env.reply()
+            assert ack.file == b"ipxe.efi"
+        assert [(kind, mac) for kind, _, mac, _ in sink.events] == [("booted", MAC)]
+        assert "PxeAck ipxe.efi" in sink.events[0][1]
 
     run(scenario)
