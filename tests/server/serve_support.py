@@ -105,13 +105,22 @@ class Lab:
         return self.root / "wds.toml"
 
     def write_config(
-        self, sessions: str, *, server_extra: str = "", stop_grace: float = 5.0
+        self,
+        sessions: str,
+        *,
+        server_extra: str = "",
+        stop_grace: float = 5.0,
+        pxe_ports: tuple[int, int] | None = None,
     ) -> Path:
-        """A loopback config: TFTP and PXE off, HTTP and admin on free ports."""
+        """A loopback config: TFTP off, PXE off (or on ``pxe_ports``), HTTP and admin on free
+        ports, the multicast pools of this test process."""
+        pxe = "[pxe]\nenabled = false\n"
+        if pxe_ports is not None:
+            pxe = f"[pxe]\ndhcp_port = {pxe_ports[0]}\npxe_port = {pxe_ports[1]}\n"
         self.config.write_text(
             f'[server]\naddress = "127.0.0.1"\nstate_dir = "state"\nstore = "store"\n'
             f"stop_grace = {stop_grace}\n{server_extra}"
-            f"[tftp]\nenabled = false\n[pxe]\nenabled = false\n"
+            f"[tftp]\nenabled = false\n{pxe}"
             f"[http]\nport = {self.http_port}\nadmin_port = {self.admin_port}\n"
             f'[multicast]\ngroup_pool = "239.{self.tag}.7.0/24"\n'
             f'port_pool = "{30000 + self.tag * 100}-{30000 + self.tag * 100 + 99}"\n'

@@ -6,11 +6,23 @@ Receivers are `wds receive` processes on loopback; the session state comes from 
 from __future__ import annotations
 
 import re
+import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
-from serve_support import Lab, Receiver, Server, add_image, lab, make_wim, session_toml, sha256
+from serve_support import (
+    Lab,
+    Receiver,
+    Server,
+    add_image,
+    free_port,
+    lab,
+    make_wim,
+    session_toml,
+    sha256,
+)
 
 __all__ = ["lab"]
 
@@ -92,4 +104,59 @@ def test_session_created_stopped_and_started_at_run_time(lab: Lab, tmp_path: Pat
         ["wimlib-imagex", "info", str(out)], capture_output=True, text=True, check=True
     ).stdout
     assert re.search(r"Image Count:\s+1\n", info) and re.search(r"Name:\s+img2\n", info), info
+    assert server.stop() == 0
+
+
+def _dhcp_request(port: int, mac: str, address: str) -> None:
+    """A client's DHCPREQUEST naming the address it takes (what ProxyDHCP learns IP->MAC from)."""
+    from pxe.dhcp.codec import BootpOp, DhcpOption, DhcpPacket, build_packet
+
+    request = DhcpPacket(
+        op=BootpOp.BOOTREQUEST,
+        xid=0x5E55,
+        chaddr=bytes.fromhex(mac.replace(":", "")) + bytes(10),
+        options=(DhcpOption(53, b"\x03"), DhcpOption(50, socket.inet_aton(address))),
+    )
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.sendto(build_packet(request), ("127.0.0.1", port))
+
+
+def test_session_receivers_become_device_events(lab: Lab, tmp_path: Path) -> None:
+    mac = "52:54:00:5e:55:01"
+    wim = make_wim(tmp_path, mib=2)
+    add_image(lab.store, wim, "lab", "one")
+    dhcp_port = free_port(socket.SOCK_DGRAM)
+    lab.write_config(
+        session_toml("dev", "lab/one"), pxe_ports=(dhcp_port, free_port(socket.SOCK_DGRAM))
+    )
+    server = Server(lab).ready()
+    server.wait_line(r"session dev on ")
+    admin = f"http://127.0.0.1:{lab.admin_port}"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "wds.cli.main",
+            "device",
+            "prestage",
+            mac,
+            "--session",
+            "dev",
+            "--server",
+            admin,
+        ],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    _dhcp_request(dhcp_port, mac, "127.0.0.1")  # the device takes 127.0.0.1
+    summary = Receiver(server, "dev", tmp_path / "dev.wim").result()
+    assert summary["verified"] is True, summary
+    (rx,) = server.session("dev")["receivers"]
+    assert rx["device"] == mac and rx["state"] == "done"
+    code, body = server.api("GET", f"/api/v1/devices/{mac}/events")
+    assert code == 200, body
+    kinds = [(e["kind"], e["detail"]) for e in body["events"]]
+    assert ("joined", "session dev") in kinds, kinds
+    assert ("finished", "session dev: image verified") in kinds, kinds
     assert server.stop() == 0

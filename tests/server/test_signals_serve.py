@@ -11,6 +11,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from serve_support import Lab, Receiver, Server, add_image, lab, make_wim, session_toml, sha256
@@ -19,13 +20,13 @@ from wds_testsupport import require
 __all__ = ["lab"]
 
 
-def _wait_progress(server: Server, name: str, chunks: int, timeout: float = 20.0) -> None:
-    """Until some receiver of ``name`` has verified ``chunks`` chunks (and not all)."""
+def _wait_progress(server: Server, name: str, chunks: int, timeout: float = 20.0) -> dict[str, Any]:
+    """Until some receiver of ``name`` has verified ``chunks`` chunks; that receiver's status."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        receivers = server.session(name)["receivers"]
-        if any(r["verified_chunks"] >= chunks for r in receivers):
-            return
+        for r in server.session(name)["receivers"]:
+            if r["verified_chunks"] >= chunks:
+                return dict(r)
         time.sleep(0.05)
     raise AssertionError(f"no progress in session {name}: {server.session(name)}")
 
@@ -41,7 +42,10 @@ def test_sigterm_mid_transfer_then_receivers_resume_on_the_restarted_server(
     manifest = server.manifest("res")
     outs = [tmp_path / "r1.wim", tmp_path / "r2.wim"]
     first = [Receiver(server, "res", out, "--sender-timeout", "1") for out in outs]
-    _wait_progress(server, "res", 2)
+    progress = _wait_progress(server, "res", 2)
+    assert progress["state"] == "joined" and progress["rate_bps"] > 0, progress
+    assert progress["eta_s"] is not None and progress["eta_s"] > 0, progress
+    assert server.session("res")["state"] == "running"
     assert server.stop(timeout=15) == 0  # grace 0: the transfer is cut short, exit 0 anyway
     assert "resume after a restart" in server.errors()
     cut = [r.result() for r in first]
