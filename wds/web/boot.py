@@ -206,13 +206,20 @@ async def _device_script(request: web.Request) -> web.Response:
         log.info("script for %s: device database unavailable: %s", mac, exc)
         script = _wait(mac, base).script.replace("is waiting for approval", "waits: server busy")
         return _script_response(script)
-    _record_script(ctx, mac, answer.summary)
-    log.info("iPXE script for %s from %s: %s", mac, request.remote, answer.summary)
+    new = _record_script(ctx, mac, answer.summary)
+    # a pending device asks every RETRY_SECONDS: its repeats are DEBUG
+    log.log(
+        logging.INFO if new else logging.DEBUG,
+        "iPXE script for %s from %s: %s",
+        mac,
+        request.remote,
+        answer.summary,
+    )
     return _script_response(answer.script)
 
 
-def _record_script(ctx: ServerContext, mac: str, summary: str) -> None:
-    """One "script" event, unless the last event already says the same thing recently."""
+def _record_script(ctx: ServerContext, mac: str, summary: str) -> bool:
+    """One "script" event, unless the last event said the same thing recently; True if new."""
     try:
         last = ctx.devices.events(mac, limit=1)
     except (DeviceError, sqlite3.Error):
@@ -220,8 +227,9 @@ def _record_script(ctx: ServerContext, mac: str, summary: str) -> None:
     if last:
         same = last[-1].kind == "script" and last[-1].detail == summary
         if same and time.time() - last[-1].when < SAME_SCRIPT_EVERY:
-            return
+            return False
     ctx.events.record("script", summary, mac=mac)
+    return True
 
 
 # -- files --------------------------------------------------------------------------------------
