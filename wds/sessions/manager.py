@@ -52,6 +52,7 @@ from wds.sessions.prepare import (
     Prepared,
     build_signed,
     check_image_ref,
+    find_image,
     load_key,
     resolve_image,
     sending_address,
@@ -276,8 +277,7 @@ class SessionManager:
                 f"session {spec.name}: a scheduled session needs start_at, min_clients or max_wait"
             )
         check_image_ref(spec.image)
-        cfg = self.config
-        await asyncio.to_thread(resolve_image, cfg.server.store, cfg.server.state_dir, spec.image)
+        await asyncio.to_thread(find_image, self.config.server.store, spec.image)
         s = self._add(spec, "runtime")
         log.info("session %s created at run time (%s)", spec.name, spec.image)
         return self._status(s)

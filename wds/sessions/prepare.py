@@ -19,6 +19,7 @@ import logging
 import os
 import socket
 import struct
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +30,7 @@ from multicast.codec import MAX_CHUNK_COUNT, ChunkManifest, block_size_for_mtu, 
 from multicast.manifest import build_manifest_from_file, manifest_digest, sign_manifest
 from wds.config import Config, SessionConfig
 from wds.errors import ConfigError, RequestError, StoreError, WdsError
-from wds.store import ImageRef, ImageStore
+from wds.store import ImageRef, ImageStore, StoredImage
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +40,7 @@ HASHES_DIR = "manifests"
 _HASH_MAGIC = b"WDSHASH1"
 #: chunk-hash files kept in STATE_DIR/manifests (the least recently written go first)
 MAX_CACHED_HASHES = 256
+_EXPORTING = threading.Lock()
 #: <linux/sockios.h>: the address of an interface
 SIOCGIFADDR = 0x8915
 
@@ -70,21 +72,34 @@ def check_image_ref(text: str) -> ImageRef:
     return ref
 
 
+def find_image(store_root: Path, text: str) -> tuple[ImageStore, ImageRef, StoredImage]:
+    """The store entry of ``GROUP/NAME[:INDEX]``, or a RequestError saying what is missing."""
+    ref = check_image_ref(text)
+    try:
+        store = ImageStore.open(store_root)
+        return store, ref, store.find(ref)
+    except StoreError as exc:
+        raise RequestError(f"session image {text!r}: {exc}") from None
+
+
 def resolve_image(store_root: Path, state_dir: Path, text: str) -> Path:
     """The file to stream for ``GROUP/NAME[:INDEX]``.
 
     With an index and a WIM of several images, that image is exported (wimlib) once to
     ``STATE_DIR/exports``; a single-image WIM, or no index, is streamed as stored.
     """
-    ref = check_image_ref(text)
-    try:
-        store = ImageStore.open(store_root)
-        entry = store.find(ref)
-    except StoreError as exc:
-        raise RequestError(f"session image {text!r}: {exc}") from None
+    store, ref, entry = find_image(store_root, text)
     if ref.index is None or len(entry.images) <= 1:
         return entry.path
-    exports = Path(state_dir) / EXPORTS_DIR
+    with _EXPORTING:  # two sessions of the same image: one export, the other reuses it
+        return _export(store, ref, entry, Path(state_dir), text)
+
+
+def _export(
+    store: ImageStore, ref: ImageRef, entry: StoredImage, state_dir: Path, text: str
+) -> Path:
+    assert ref.index is not None
+    exports = state_dir / EXPORTS_DIR
     exports.mkdir(parents=True, exist_ok=True)
     stem = f"{entry.guid}-{ref.index}-"
     cached = exports / f"{stem}r{entry.revision}.wim"
