@@ -46,7 +46,7 @@ from multicast.net import SenderService, open_sender_socket
 from multicast.sender import Event, sender_settings, start_at_on_clock
 from wds.config import Config, SessionConfig
 from wds.context import EventKind, EventSink, SessionContent, SessionState, SessionStatus
-from wds.errors import Conflict, NotFound, RequestError, WdsError
+from wds.errors import ConfigError, Conflict, NotFound, RequestError, WdsError
 from wds.sessions.pool import Pool
 from wds.sessions.prepare import (
     Prepared,
@@ -146,9 +146,15 @@ class SessionManager:
         self._events = events
         self._device_for = device_for or (lambda ip: None)
         self._announce = announce or (lambda line: None)
-        state_dir = Path(config.server.state_dir)
-        state_dir.mkdir(parents=True, exist_ok=True)
-        self._key = load_key(state_dir)
+        try:
+            self._key = load_key(Path(config.server.state_dir))
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create or read the manifest key in {str(config.server.state_dir)!r}: "
+                f"{exc.strerror}",
+                file=str(config.source),
+                key="server.state_dir",
+            ) from None
         self._fingerprint = keys.fingerprint(self._key)
         self._pool = Pool(config.multicast.group_pool, config.multicast.port_pool)
         self._sessions: dict[str, _Session] = {}
