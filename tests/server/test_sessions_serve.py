@@ -5,6 +5,7 @@ Receivers are `wds receive` processes on loopback; the session state comes from 
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -75,6 +76,16 @@ def test_scheduled_session_waits_for_min_clients_then_runs(lab: Lab, tmp_path: P
     assert server.stop() == 0
 
 
+def _cli(lab: Lab, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "wds.cli.main", *args, "--config", str(lab.config), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def test_session_created_stopped_and_started_at_run_time(lab: Lab, tmp_path: Path) -> None:
     wim = make_wim(tmp_path, mib=2, images=2)
     add_image(lab.store, wim, "lab", "two")
@@ -89,11 +100,13 @@ def test_session_created_stopped_and_started_at_run_time(lab: Lab, tmp_path: Pat
     code, body = server.api("POST", "/api/v1/sessions", missing)
     assert code == 400 and "lab/nothing" in body["error"], body
     server.wait_line(r"session rt on ")
-    code, body = server.api("POST", "/api/v1/sessions/rt/stop")
-    assert code == 200 and body["state"] == "stopped", body
-    assert server.api("POST", "/api/v1/sessions/rt/stop")[0] == 409
-    code, body = server.api("POST", "/api/v1/sessions/rt/start")
-    assert code == 200 and body["state"] == "idle", body
+    stopped = _cli(lab, "session", "stop", "rt")  # the CLI over the admin API
+    assert stopped.returncode == 0 and json.loads(stopped.stdout)["state"] == "stopped"
+    again = _cli(lab, "session", "stop", "rt")
+    assert again.returncode != 0 and "Traceback" not in again.stderr
+    assert "nothing to stop" in again.stderr, again.stderr
+    started = _cli(lab, "session", "start", "rt")
+    assert started.returncode == 0 and json.loads(started.stdout)["state"] == "idle"
     out = tmp_path / "rt.wim"
     summary = Receiver(server, "rt", out).result()
     assert summary["verified"] is True, summary
