@@ -147,6 +147,18 @@ def test_malformed_requests_get_4xx_with_a_reason(
     assert reason in answer.json()["error"]
 
 
+def test_a_damaged_store_is_503_and_the_status_still_answers(web: Running) -> None:
+    assert get(web, "/api/v1/images") == {"images": []}
+    store = web.ctx.config.server.store
+    store.mkdir(parents=True, exist_ok=True)
+    (store / "catalog.json").write_text("{damaged")
+    answer = request(web.admin, "GET", "/api/v1/images")
+    assert answer.status == 503 and "catalog is damaged" in answer.json()["error"]
+    assert request(web.admin, "GET", "/api/v1/images/lab/a").status == 503
+    status = get(web, "/api/v1/status")
+    assert isinstance(status, dict) and status["counts"]["images"] is None
+
+
 def test_huge_body_is_413(web: Running) -> None:
     answer = request(web.admin, "POST", "/api/v1/sessions", b"[" + b"1," * 100_000 + b"1]")
     assert answer.status == 413 and "too large" in answer.json()["error"]

@@ -167,6 +167,12 @@ def test_cli_drives_the_running_server(served: dict[str, Any]) -> None:
     missing = wds_cli("session", "start", "nope", *cfg)
     assert missing.returncode == 1 and missing.stderr.count("\n") == 1
 
+    images = request(served["admin"], "GET", "/api/v1/images").json()["images"]
+    assert [i["ref"] for i in images] == ["lab/img"]
+    image = request(served["admin"], "GET", "/api/v1/images/lab/img:1")
+    assert image.status == 200 and image.json()["images"][0]["name"] == "img"
+    assert request(served["admin"], "GET", "/api/v1/images/lab/img:7").status == 404
+
     pre = wds_cli("-v", "device", "prestage", MAC, "--image", "lab/img", *cfg)
     assert pre.returncode == 0 and pre.stdout == f"{MAC}: prestaged\n"
     assert "through the admin API" in pre.stderr

@@ -112,10 +112,17 @@ async def status(request: web.Request) -> web.Response:
             "counts": {
                 "sessions": dict(sessions),
                 "devices": dict(devices),
-                "images": len(_images(ctx)),
+                "images": _image_count(ctx),
             },
         }
     )
+
+
+def _image_count(ctx: ServerContext) -> int | None:
+    try:
+        return len(_images(ctx))
+    except web.HTTPServiceUnavailable:
+        return None  # the status still answers; the log says what is wrong
 
 
 # -- sessions ---------------------------------------------------------------------------------
@@ -265,14 +272,28 @@ def _refuse_unknown(data: dict[str, Any], allowed: set[str]) -> None:
 # -- images -----------------------------------------------------------------------------------
 
 
-def _images(ctx: ServerContext) -> list[Any]:
+_STORES: dict[Path, Any] = {}
+
+
+def _store(ctx: ServerContext) -> Any:
+    """The image store of the current config, kept so its catalog cache survives requests."""
     from wds.store import ImageStore
 
+    root = Path(ctx.config.server.store).absolute()
+    if root not in _STORES:
+        if len(_STORES) >= 8:  # a config reload moved the store: forget the old ones
+            _STORES.clear()
+        _STORES[root] = ImageStore(root)
+    return _STORES[root]
+
+
+def _images(ctx: ServerContext) -> list[Any]:
+    """Every stored image; a damaged catalog is the admin's problem (503), not the client's."""
     try:
-        return list(ImageStore(Path(ctx.config.server.store).absolute()).list_images())
+        return list(_store(ctx).list_images())
     except StoreError as exc:
         log.warning("image store: %s", exc)
-        return []
+        raise web.HTTPServiceUnavailable(text=f"the image store cannot be read: {exc}") from None
 
 
 async def list_images(request: web.Request) -> web.Response:
@@ -282,15 +303,20 @@ async def list_images(request: web.Request) -> web.Response:
 
 
 async def show_image(request: web.Request) -> web.Response:
-    from wds.store import ImageStore
+    from wds.store import StoreInputError
     from wds.store.model import entry_to_json
 
     ctx = request.app[CTX]
     try:
-        entry = ImageStore(Path(ctx.config.server.store).absolute()).find(request.match_info["ref"])
+        entry = _store(ctx).find(request.match_info["ref"])
+    except StoreInputError as exc:
+        raise RequestError(str(exc)) from None
     except StoreError as exc:
         text = str(exc)
-        raise (NotFound(text) if text.startswith("no image") else RequestError(text)) from None
+        if text.startswith("no image") or " has no image " in text:
+            raise NotFound(text) from None
+        log.warning("image store: %s", exc)
+        raise web.HTTPServiceUnavailable(text=f"the image store cannot be read: {exc}") from None
     return json_response(entry_to_json(entry))
 
 
@@ -411,14 +437,21 @@ ADMIN_ROUTES: Final = (
         answer="EventList",
         errors=_N,
     ),
-    Route("GET", f"{_V1}/images", list_images, "every image in the store", answer="ImageList"),
+    Route(
+        "GET",
+        f"{_V1}/images",
+        list_images,
+        "every image in the store",
+        answer="ImageList",
+        errors=(503,),
+    ),
     Route(
         "GET",
         f"{_V1}/images/{{ref:.+}}",
         show_image,
         "one image: GROUP/NAME or boot/ARCH/NAME",
         answer="Image",
-        errors=_N,
+        errors=(*_N, 503),
     ),
     Route("GET", f"{_V1}/openapi.json", openapi, "this document"),
     Route("GET", "/metrics", metrics, "Prometheus metrics", media="text/plain"),

@@ -140,6 +140,7 @@ _REASONS = {
     404: "no such session, device, image or path",
     409: "not possible in the current state",
     413: "body too large",
+    503: "the server cannot read its image store",
 }
 
 
