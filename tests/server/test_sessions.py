@@ -94,7 +94,8 @@ def test_signed_manifest_is_byte_identical_after_a_restart_and_uses_the_hash_cac
 
 
 def test_tracker_reports_progress_loss_repairs_rejections_and_eta() -> None:
-    tracker = ReceiverTracker(chunks=10, chunk_size=1000, image_size=10_000)
+    progress: list[tuple[str, int, int]] = []
+    tracker = ReceiverTracker(10, 1000, 10_000, lambda *a: progress.append(a))
     addr = ("127.0.0.1", 5000)
     tracker.event(ReceiverJoined(7, addr), now=0.0)
 
@@ -116,6 +117,8 @@ def test_tracker_reports_progress_loss_repairs_rejections_and_eta() -> None:
     )
     assert rx.rejected_chunks == 1 and rx.repairs == 5 and rx.loss == 0.05
     assert rx.rate_bps == 2000.0 and rx.eta_s == 3.0 and rx.device == "52:54:00:00:00:01"
+    report(5, 2.5)  # within PROGRESS_EVENT_EVERY of the last progress event: not another one
+    assert progress == [("127.0.0.1", 4, 10)]
     tracker.event(ReceiverDone(7, addr), now=3.0)
     (rx,) = tracker.statuses(lambda ip: None)
     assert rx.state == "done" and rx.verified_chunks == 10 and rx.eta_s == 0.0

@@ -431,7 +431,9 @@ class SessionManager:
             settings = dataclasses.replace(settings, mode="scheduled")
         tracker = s.tracker  # one per preparation: earlier runs' receivers stay listed
         if tracker is None:
-            tracker = s.tracker = ReceiverTracker(m.chunk_count, m.chunk_size, m.image_size)
+            progress = functools.partial(self._progress, s.spec.name)
+            tracker = ReceiverTracker(m.chunk_count, m.chunk_size, m.image_size, progress)
+            s.tracker = tracker
         sender = TrackedSender(
             m,
             manifest_digest=p.digest,
@@ -473,6 +475,9 @@ class SessionManager:
             self._record("failed", f"session {name}: dropped as a slow client", e.addr)
         elif isinstance(e, MoveToUnicast):
             self._record("progress", f"session {name}: slow, continues over HTTP", e.addr)
+
+    def _progress(self, name: str, address: str, verified: int, chunks: int) -> None:
+        self._record("progress", f"session {name}: {verified}/{chunks} chunks", (address, 0))
 
     def _record(self, kind: EventKind, detail: str, addr: Address) -> None:
         if self._events is None:

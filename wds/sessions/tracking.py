@@ -32,6 +32,8 @@ MAX_RECEIVERS = 1024
 RATE_WINDOW = 10.0
 #: progress samples kept per receiver (a REPORT is sent every ~0.25-1 s)
 MAX_SAMPLES = 64
+#: seconds between two "progress" device events of one receiver
+PROGRESS_EVENT_EVERY = 5.0
 
 RxState = Literal["joined", "unicast", "done", "left", "dropped"]
 
@@ -46,6 +48,7 @@ class _Receiver:
     repairs: int = 0
     loss: float = 0.0
     reason: str = ""
+    progress_at: float = float("-inf")  # when its last progress event went out
     samples: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=MAX_SAMPLES))
 
     def rate(self, chunk_size: int) -> float:
@@ -58,8 +61,17 @@ class _Receiver:
 class ReceiverTracker:
     """What one sender run knows about its receivers; read by :meth:`statuses`."""
 
-    def __init__(self, chunks: int, chunk_size: int, image_size: int) -> None:
+    def __init__(
+        self,
+        chunks: int,
+        chunk_size: int,
+        image_size: int,
+        on_progress: Callable[[str, int, int], None] | None = None,
+    ) -> None:
+        """``on_progress(address, verified, chunks)`` is called for a receiver that progressed,
+        at most every :data:`PROGRESS_EVENT_EVERY` seconds each."""
         self.chunks = chunks
+        self._on_progress = on_progress
         self.chunk_size = chunk_size
         self.image_size = image_size
         self._rx: OrderedDict[int, _Receiver] = OrderedDict()
@@ -89,6 +101,10 @@ class ReceiverTracker:
             while rx.samples and rx.samples[0][0] < now - RATE_WINDOW:
                 rx.samples.popleft()
             rx.samples.append((now, rx.verified))
+            due = now - rx.progress_at >= PROGRESS_EVENT_EVERY
+            if self._on_progress is not None and due and 0 < rx.verified < self.chunks:
+                rx.progress_at = now
+                self._on_progress(rx.address, rx.verified, self.chunks)
         elif isinstance(d, RepairRequest):
             rx.repairs += sum(r.block_count for r in d.ranges)
 
