@@ -299,7 +299,10 @@ class SessionManager:
             spec = wanted.get(s.spec.name)
             if spec is None:
                 await self._retire(s)
-            elif spec != s.spec and spec != s.pending:
+                continue
+            if s.retire:  # removed by an earlier reload, back before its transfer ended
+                s.retire, s.message = False, ""
+            if spec != s.spec and spec != s.pending:
                 await self._change(s, spec)
         for name, spec in wanted.items():
             if name not in self._sessions:
