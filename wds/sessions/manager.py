@@ -302,7 +302,9 @@ class SessionManager:
                 continue
             if s.retire:  # removed by an earlier reload, back before its transfer ended
                 s.retire, s.message = False, ""
-            if spec != s.spec and spec != s.pending:
+            if spec == s.spec:
+                s.pending = None  # a change made and taken back before it was applied
+            elif spec != s.pending:
                 await self._change(s, spec)
         for name, spec in wanted.items():
             if name not in self._sessions:
