@@ -11,6 +11,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from wds.web.client import add_server_arguments, client_from_args, quote
@@ -76,14 +77,43 @@ def _list(args: argparse.Namespace) -> int:
     if not sessions:
         print("no sessions")
         return 0
-    print(f"{'NAME':<20}  {'STATE':<8}  {'MODE':<9}  {'IMAGE':<24}  {'GROUP':<21}  RECEIVERS")
-    for s in sessions:
-        group = f"{s['group']}:{s['port']}" if s.get("group") else "-"
-        print(
-            f"{s['name']:<20}  {s['state']:<8}  {s['mode']:<9}  {s['image']:<24}  "
-            f"{group:<21}  {_progress(s)}"
+    rows = [
+        (
+            s["name"],
+            s["state"],
+            s["mode"],
+            s["image"],
+            f"{s['group']}:{s['port']}" if s.get("group") else "-",
+            _progress(s),
         )
+        for s in sessions
+    ]
+    print(render_table(("NAME", "STATE", "MODE", "IMAGE", "GROUP", "RECEIVERS"), rows))
     return 0
+
+
+def render_table(
+    headers: tuple[str, ...],
+    rows: Sequence[Sequence[str]],
+    *,
+    right: frozenset[str] = frozenset(),
+) -> str:
+    """A rich table as plain text (no colours, no wrapping), so it reads the same when piped."""
+    import io
+
+    from rich import box
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+    for header in headers:
+        table.add_column(header, justify="right" if header in right else "left", no_wrap=True)
+    for row in rows:
+        table.add_row(*(escape(str(cell)) for cell in row))
+    out = io.StringIO()
+    Console(file=out, width=400, color_system=None, highlight=False).print(table)
+    return "\n".join(line.rstrip() for line in out.getvalue().splitlines() if line.strip())
 
 
 def _rate(bps: float) -> str:
@@ -115,17 +145,24 @@ def describe(s: dict[str, Any]) -> str:
         lines.append("receivers:  none")
         return "\n".join(lines)
     lines.append(f"receivers:  {len(receivers)}")
-    lines.append(
-        f"  {'ADDRESS':<15}  {'DEVICE':<17}  {'STATE':<7}  {'CHUNKS':>11}  {'RATE':>13}  "
-        f"{'LOSS':>6}  {'REPAIRS':>7}  {'REJECTED':>8}  ETA"
-    )
-    for r in receivers:
-        chunks = f"{r['verified_chunks']}/{r['chunks']}"
-        lines.append(
-            f"  {r['address']:<15}  {r['device'] or '-':<17}  {r['state']:<7}  {chunks:>11}  "
-            f"{_rate(r['rate_bps']):>13}  {r['loss'] * 100:>5.1f}%  {r['repairs']:>7}  "
-            f"{r['rejected_chunks']:>8}  {_eta(r['eta_s'])}"
+    rows = [
+        (
+            r["address"],
+            r["device"] or "-",
+            r["state"],
+            f"{r['verified_chunks']}/{r['chunks']}",
+            _rate(r["rate_bps"]),
+            f"{r['loss'] * 100:.1f}%",
+            str(r["repairs"]),
+            str(r["rejected_chunks"]),
+            _eta(r["eta_s"]),
         )
+        for r in receivers
+    ]
+    headers = ("ADDRESS", "DEVICE", "STATE", "CHUNKS", "RATE", "LOSS", "REPAIRS", "REJECTED", "ETA")
+    numbers = frozenset({"CHUNKS", "RATE", "LOSS", "REPAIRS", "REJECTED", "ETA"})
+    table = render_table(headers, rows, right=numbers)
+    lines += ["  " + line for line in table.splitlines()]
     return "\n".join(lines)
 
 
