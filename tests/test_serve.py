@@ -212,3 +212,17 @@ def test_wds_pxe_runs_pxe_and_tftp_only_and_stops_on_sigterm(tmp_path: Path) -> 
         if proc.poll() is None:
             proc.kill()
         proc.wait(timeout=10)
+
+
+def test_serve_with_nothing_enabled_says_so_and_exits(tmp_path: Path) -> None:
+    path = _config(tmp_path)
+    path.write_text(path.read_text().replace("[tftp]\n", "[tftp]\nenabled = false\n"))
+    proc = subprocess.run(
+        ["wds", "serve", "--config", str(path)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "no service enabled" in proc.stdout and "Traceback" not in proc.stderr

@@ -179,11 +179,17 @@ def drop_privileges(config: Config, user: pwd.struct_passwd) -> None:
     if os.geteuid() != 0:
         return
     _preload()
-    for top in (Path(config.server.state_dir), Path(config.server.store)):
-        _chown_tree(top, user.pw_uid, user.pw_gid)
-    os.initgroups(user.pw_name, user.pw_gid)
-    os.setgid(user.pw_gid)
-    os.setuid(user.pw_uid)
+    try:
+        for top in (Path(config.server.state_dir), Path(config.server.store)):
+            _chown_tree(top, user.pw_uid, user.pw_gid)
+        os.initgroups(user.pw_name, user.pw_gid)
+        os.setgid(user.pw_gid)
+        os.setuid(user.pw_uid)
+    except OSError as exc:
+        raise WdsError(
+            f"cannot switch to user {user.pw_name!r} ([server] user): {exc}; check that the "
+            "state directory and the store are on a file system that allows chown"
+        ) from None
     group = grp.getgrgid(user.pw_gid).gr_name
     log.info("running as user %s (uid %d, group %s)", user.pw_name, user.pw_uid, group)
 
@@ -277,6 +283,10 @@ async def serve(
     ctx.reload = reload
     loop.add_signal_handler(signal.SIGHUP, reload)
     started: list[Service] = []
+    if not services:
+        announce("wds serve: no service enabled; nothing to do (see [tftp] enabled, ...)")
+        ctx.devices.close()
+        return
     try:
         for service in services:
             if isinstance(service, SessionService) and user is not None:
@@ -309,6 +319,8 @@ async def serve(
         await asyncio.gather(graceful, again, return_exceptions=True)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
+        for task in list(reloads):
+            task.cancel()
         for service in reversed(started):
             await service.stop()
         ctx.devices.close()
