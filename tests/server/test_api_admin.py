@@ -159,6 +159,22 @@ def test_a_damaged_store_is_503_and_the_status_still_answers(web: Running) -> No
     assert isinstance(status, dict) and status["counts"]["images"] is None
 
 
+def test_a_bug_is_a_logged_500_without_details(
+    web: Running, caplog: pytest.LogCaptureFixture
+) -> None:
+    def broken() -> list[object]:
+        raise RuntimeError("secret internal state")
+
+    web.sessions.list = broken  # type: ignore[method-assign]
+    with caplog.at_level("ERROR", logger="wds.web.common"):
+        answer = request(web.admin, "GET", "/api/v1/sessions")
+    assert answer.status == 500
+    assert answer.json() == {"error": "internal error in wds; see the server log"}
+    (record,) = [r for r in caplog.records if r.name == "wds.web.common"]
+    assert "a bug in wds" in record.getMessage() and record.exc_info is not None
+    assert "secret internal state" in str(record.exc_info[1])
+
+
 def test_huge_body_is_413(web: Running) -> None:
     answer = request(web.admin, "POST", "/api/v1/sessions", b"[" + b"1," * 100_000 + b"1]")
     assert answer.status == 413 and "too large" in answer.json()["error"]
