@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """TFTP throughput bench: wds against tftpd-hpa, atftpd and dnsmasq, through a namespace link.
 
-One run builds a lab (server namespace <-> client namespace, one veth pair, 198.18.x.0/24), then
-for each server in turn: starts it on port 69 of the server namespace (a port private to that
-namespace: no clash with services of the host), fetches the same file with the same clients
-(curl for lockstep transfers, atftp for windowsize runs), checks every byte, and records
-throughput, datagrams the server sent (counted on the wire: nftables on the client's input,
-before the loss rule), its send calls (UdpOutDatagrams: one per UDP GSO burst), and the CPU
-the server and the client used. Then it repeats at 1 % loss (nftables on the client's input),
+One run builds a lab (server namespace <-> client namespace, one veth pair, 198.18.x.0/24), starts
+every server at once, each on port 69 of an address of its own in the server namespace (a port
+private to that namespace: no clash with services of the host), and fetches the same file from
+each with the same clients (curl for lockstep transfers, atftp for windowsize runs), the servers
+taking turns within each repetition so load from other work hits them alike. It checks every
+byte, and records throughput, datagrams the server sent (counted on the wire: nftables on the
+client's input, before the loss rule), its send calls (UdpOutDatagrams: one per UDP GSO burst),
+and the CPU the server and the client used. Then it repeats at 1 % loss (nftables on the client's input),
 with a smaller file and a per-transfer time limit, and prints tables, ratios and PASS/FAIL goals.
 
 Run as root:  python bench/tftp_bench.py [--size 64] [--quick] [--json out.json]
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ipaddress
 import json
 import os
 import platform
@@ -175,17 +177,21 @@ def wait_listening(
 
 @contextlib.contextmanager
 def running(
-    spec: ServerSpec, ns: netns.Namespace, root: Path, logdir: Path, pin: list[str]
+    spec: ServerSpec, ns: netns.Namespace, host: str, root: Path, logdir: Path, pin: list[str]
 ) -> Iterator[CpuMeter]:
+    """Run one server on ``host``:69 of ``ns`` (the lab's processes are stopped by the caller)."""
     log = (logdir / f"{spec.name}.log").open("ab")
     meter = CpuMeter(f"{netns.run_prefix()}bench-{spec.name}")
-    proc = ns.popen([*pin, *spec.argv(root, ns.addr())], stdout=log, stderr=log)
+    proc = ns.popen([*pin, *spec.argv(root, host)], stdout=log, stderr=log)
     try:
         meter.attach(proc.pid)
-        wait_listening(ns, ns.addr(), proc)
+        wait_listening(ns, host, proc)
         yield meter
     finally:
-        ns.stop_processes()
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, 15)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(5)
         log.close()
         meter.close()
 
@@ -250,6 +256,7 @@ def transfer(
     cli: netns.Namespace,
     meter: CpuMeter,
     *,
+    host: str,
     server: str,
     client: str,
     blksize: int,
@@ -264,7 +271,7 @@ def transfer(
 ) -> Result:
     out = outdir / "received.bin"
     out.unlink(missing_ok=True)
-    argv = client_argv(client, srv.addr(), file.name, out, blksize, window, limit)
+    argv = client_argv(client, host, file.name, out, blksize, window, limit)
     wire0, sent0, cpu0 = netns.counted_udp(cli), srv.snmp_udp()["OutDatagrams"], meter.seconds()
     usage0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.monotonic()
@@ -353,41 +360,66 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
         files[label] = (path, netns.sha256_file(path))
     (work / "root" / "probe.txt").write_bytes(b"probe\n")
     cases = plan(args.blksizes, args.windowsizes)
-    with netns.lab(args.subnet) as lab:
+    present = []
+    for spec in specs:
+        if spec.binary is None:
+            print(f"# {spec.name}: not installed, skipped", flush=True)
+        else:
+            present.append(spec)
+    with netns.lab(args.subnet) as lab, contextlib.ExitStack() as stack:
         srv, cli = lab.pair("srv", "cli")  # one datagram per frame (gso_max_segs 1)
-        netns.count_udp_from(cli, srv.addr())
+        netns.count_udp_from(cli, args.subnet)  # every server address is in the lab subnet
         if args.rate:
             netns.set_rate(srv, "eth0", args.rate)
-        for spec in specs:
-            if spec.binary is None:
-                print(f"# {spec.name}: not installed, skipped", flush=True)
-                continue
-            with running(spec, srv, work / "root", work, pin_argv(args.cpus, 0)) as meter:
-                granted = {
-                    w: granted_windowsize(cli, srv.addr(), "probe.txt", w) for w in args.windowsizes
-                }
-                for loss in args.loss:
-                    netns.set_loss(cli, loss)
-                    label = "lossy" if loss else "big"
-                    limit = args.loss_timeout if loss else args.timeout
-                    # wds's lossless baseline at the loss file size: datagram goal needs it
-                    sizes = [label] + (["lossy"] if spec.name == "wds" and loss == 0 else [])
-                    for size_label in sizes:
-                        for case in cases:
-                            effective = granted[case.window] if case.client == "atftp" else 1
-                            if case.window > 1 and effective == 1:
-                                continue  # server ignores windowsize: the window-1 run stands
+        # Every server runs at once, each on port 69 of an address of its own, so lossless
+        # repetitions can take turns: load from other work on the host then hits every server
+        # alike instead of whichever one happened to run during it. An idle server sleeps.
+        hosts = server_addresses(srv, args.subnet, len(present))
+        meters: dict[str, CpuMeter] = {}
+        granted: dict[str, dict[int, int]] = {}
+        for spec, host in zip(present, hosts, strict=True):
+            meters[spec.name] = stack.enter_context(
+                running(spec, srv, host, work / "root", work, pin_argv(args.cpus, 0))
+            )
+            granted[spec.name] = {
+                w: granted_windowsize(cli, host, "probe.txt", w) for w in args.windowsizes
+            }
+        address = {spec.name: host for spec, host in zip(present, hosts, strict=True)}
+        for loss in args.loss:
+            netns.set_loss(cli, loss)
+            label = "lossy" if loss else "big"
+            limit = args.loss_timeout if loss else args.timeout
+            for size_label in [label] + (["lossy"] if loss == 0 else []):
+                for case in cases:
+                    # wds's lossless baseline at the loss file size: the datagram goal needs it
+                    names = [
+                        spec.name
+                        for spec in present
+                        if (size_label == label or spec.name == "wds")
+                        and not (
+                            case.client == "atftp"
+                            and case.window > 1
+                            and granted[spec.name][case.window] == 1
+                        )  # a server that ignores windowsize: its window-1 run stands
+                    ]
+                    runs: dict[str, list[Result]] = {name: [] for name in names}
+                    for rep in range(1 if loss else args.repeat):
+                        turn = rep % len(names) if names else 0
+                        for name in names[turn:] + names[:turn]:  # a different one goes first
                             path, digest = files[size_label]
-                            runs = [
+                            runs[name].append(
                                 transfer(
                                     srv,
                                     cli,
-                                    meter,
-                                    server=spec.name,
+                                    meters[name],
+                                    host=address[name],
+                                    server=name,
                                     client=case.client,
                                     blksize=case.blksize,
                                     window=case.window,
-                                    effective=effective,
+                                    effective=(
+                                        granted[name][case.window] if case.client == "atftp" else 1
+                                    ),
                                     loss=loss,
                                     file=path,
                                     digest=digest,
@@ -395,21 +427,33 @@ def run_all(args: argparse.Namespace, specs: list[ServerSpec], work: Path) -> li
                                     outdir=work,
                                     pin=pin_argv(args.cpus, 1),
                                 )
-                                for _ in range(1 if loss else args.repeat)
-                            ]
-                            r = pick(runs)
-                            results.append(r)
-                            print(
-                                f"# {r.server:9} {r.client:5} blk {r.blksize:5} win "
-                                f"{r.windowsize:2} loss {r.loss}% {r.size / MIB:5.0f} MiB: "
-                                f"{r.status:7} {r.mib_s:8.3f} MiB/s {r.datagrams:8} dgrams "
-                                f"{r.sends:8} sends "
-                                f"srv {r.server_cpu_pct:5.1f}% cli {r.client_cpu_pct:5.1f}% "
-                                f"{r.detail}",
-                                flush=True,
                             )
-                netns.set_loss(cli, 0)
+                    for name in names:
+                        r = pick(runs[name])
+                        results.append(r)
+                        print(
+                            f"# {r.server:9} {r.client:5} blk {r.blksize:5} win "
+                            f"{r.windowsize:2} loss {r.loss}% {r.size / MIB:5.0f} MiB: "
+                            f"{r.status:7} {r.mib_s:8.3f} MiB/s {r.datagrams:8} dgrams "
+                            f"{r.sends:8} sends "
+                            f"srv {r.server_cpu_pct:5.1f}% cli {r.client_cpu_pct:5.1f}% "
+                            f"{r.detail}",
+                            flush=True,
+                        )
+        netns.set_loss(cli, 0)
+        srv.stop_processes()
+    order = {spec.name: i for i, spec in enumerate(present)}
+    results.sort(key=lambda r: order[r.server])  # stable: each server's runs in plan order
     return results
+
+
+def server_addresses(srv: netns.Namespace, subnet: str, count: int) -> list[str]:
+    """``count`` addresses on the server's eth0: its own, then extra ones from the lab subnet."""
+    network = ipaddress.IPv4Network(subnet)
+    extra = [str(network.network_address + 200 + i) for i in range(max(0, count - 1))]
+    for host in extra:
+        srv.run(["ip", "addr", "add", f"{host}/{network.prefixlen}", "dev", "eth0"])
+    return [srv.addr(), *extra]
 
 
 # ------------------------------------------------------------------------------ report
