@@ -32,11 +32,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from wds.config import Config, load_config
 from wds.context import ServerContext
 from wds.errors import ConfigError, WdsError
+
+if TYPE_CHECKING:
+    from wds.sessions import SessionManager
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +118,11 @@ class PxeService:
 class SessionService:
     """The multicast sessions (:class:`wds.sessions.SessionManager`) as a service."""
 
-    manager: Any
+    manager: SessionManager
     name: str = "sessions"
 
     async def start(self) -> str:
-        return str(await self.manager.open())
+        return await self.manager.open()
 
     async def stop(self) -> None:
         await self.manager.close()
@@ -252,7 +255,7 @@ def build_services(ctx: ServerContext) -> tuple[list[Service], list[str]]:
         else:
             services.append(web)
     if config.session or config.http.enabled:  # runtime sessions come through the admin API
-        services.append(SessionService(ctx.sessions))
+        services.append(SessionService(cast("SessionManager", ctx.sessions)))
     return services, missing
 
 
@@ -270,13 +273,14 @@ async def serve(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     path = config_path or config.source
+    manager = next((s.manager for s in services if isinstance(s, SessionService)), None)
     reloads: set[asyncio.Task[None]] = set()
 
     def reload() -> None:
         if path is None:
             log.error("reload: the config came from no file; nothing to read again")
             return
-        task = loop.create_task(reload_config(ctx, Path(path)))
+        task = loop.create_task(reload_config(ctx, Path(path), sessions=manager))
         reloads.add(task)
         task.add_done_callback(reloads.discard)
 
@@ -332,12 +336,14 @@ async def _stop_gracefully(ctx: ServerContext, started: list[Service]) -> None:
         if isinstance(service, PxeService):
             await service.stop()
             started.remove(service)
-    manager: Any = ctx.sessions
-    await manager.drain(ctx.config.server.stop_grace)
+    for service in started:
+        if isinstance(service, SessionService):
+            await service.manager.drain(ctx.config.server.stop_grace)
 
 
-async def reload_config(ctx: ServerContext, path: Path) -> None:
-    """SIGHUP: apply what can change at run time; keep the running config on any error."""
+async def reload_config(ctx: ServerContext, path: Path, *, sessions: SessionManager | None) -> None:
+    """SIGHUP: apply what can change at run time; keep the running config on any error.
+    ``sessions``: the running session manager (None: this process runs no sessions)."""
     try:
         new = await asyncio.to_thread(load_config, path)
     except WdsError as exc:
@@ -355,7 +361,8 @@ async def reload_config(ctx: ServerContext, path: Path) -> None:
         logging.getLogger().setLevel(new.server.log_level.upper())
         log.warning("reload: log_level is now %s", new.server.log_level)
     server = dataclasses.replace(old.server, log_level=new.server.log_level)
-    ctx.config = dataclasses.replace(old, server=server, session=new.session)
-    manager: Any = ctx.sessions
-    await manager.reload(new)
+    sessions_now = new.session if sessions is not None else old.session
+    ctx.config = dataclasses.replace(old, server=server, session=sessions_now)
+    if sessions is not None:
+        await sessions.reload(new)
     log.info("reload: %s read; %d sessions configured", path, len(new.session))
