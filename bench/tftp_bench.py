@@ -8,8 +8,9 @@ each with the same clients (curl for lockstep transfers, atftp for windowsize ru
 taking turns within each repetition so load from other work hits them alike. It checks every
 byte, and records throughput, datagrams the server sent (counted on the wire: nftables on the
 client's input, before the loss rule), its send calls (UdpOutDatagrams: one per UDP GSO burst),
-and the CPU the server and the client used. Then it repeats at 1 % loss (nftables on the client's input),
-with a smaller file and a per-transfer time limit, and prints tables, ratios and PASS/FAIL goals.
+and the CPU the server and the client used. Then it repeats at 1 % loss (nftables on the
+client's input), with a smaller file and a per-transfer time limit, and prints tables, ratios and
+PASS/FAIL goals.
 
 Run as root:  python bench/tftp_bench.py [--size 64] [--quick] [--json out.json]
 See bench/README.md.
