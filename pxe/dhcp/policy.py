@@ -6,7 +6,9 @@
   option 97 UUID); ``"all"`` everybody whose architecture has a boot file.
 * iPXE (already running) gets the iPXE script URL, never an iPXE binary again: that is what keeps
   a BIOS PXE ROM -> undionly.kpxe -> iPXE chain from looping.
-* UEFI HTTP Boot clients get ``http_url`` + the boot file of their architecture.
+* UEFI HTTP Boot clients get ``http_url`` + ``boot/`` + the boot file of their architecture:
+  ``wds serve`` serves ``[tftp] root`` under ``/boot/`` (:mod:`wds.web.boot`), beside the iPXE
+  script at ``http_url`` + ``ipxe_script``.
 * Everybody else gets the boot file of their architecture from ``[pxe.boot]``; a prestaged device
   may name its own.
 * ``proxy_mode`` decides whether the file travels in the proxy offer or on port 4011.
@@ -33,6 +35,7 @@ from wds.devices import DeviceError, DeviceStore
 from wds.errors import LocalProtocolError
 
 __all__ = [
+    "HTTP_BOOT_PREFIX",
     "ConfigBootPolicy",
     "DeviceLookup",
     "InMemoryDeviceTable",
@@ -44,6 +47,8 @@ __all__ = [
 
 #: prestaged devices one in-memory table holds
 MAX_DEVICES = 100_000
+#: where the HTTP server of ``wds serve`` serves ``[tftp] root`` (wds.web.boot's /boot/{path})
+HTTP_BOOT_PREFIX = "boot/"
 
 
 def normalize_mac(mac: str) -> str:
@@ -145,7 +150,8 @@ class ConfigBootPolicy:
         if not boot_file:
             return Ignore(f"no boot file for {client.arch}: [pxe.boot] {key} is empty")
         if client.http:
-            return BootDecision(self._url(boot_file, client), self._next_server, "offer")
+            path = boot_file if _is_url(boot_file) else HTTP_BOOT_PREFIX + boot_file.lstrip("/")
+            return BootDecision(self._url(path, client), self._next_server, "offer")
         return BootDecision(boot_file, self._next_server, self._delivery(client))
 
     def _delivery(self, client: ClientIdentity) -> Literal["offer", "port4011"]:
@@ -155,10 +161,14 @@ class ConfigBootPolicy:
         return "offer" if client.arch.firmware is Firmware.BIOS else "port4011"
 
     def _url(self, path: str, client: ClientIdentity) -> str:
-        if path.startswith(("http://", "https://", "tftp://")):  # already a URL: as is
+        if _is_url(path):  # already a URL: as is
             return path
         base = self._http_url or default_http_url(client.server_ip, self._http_port)
         return base.rstrip("/") + "/" + path.lstrip("/")
+
+
+def _is_url(path: str) -> bool:
+    return path.startswith(("http://", "https://", "tftp://"))
 
 
 class StoreBootPolicy:

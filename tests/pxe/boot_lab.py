@@ -83,10 +83,11 @@ def main() -> int:
         work = Path(tmp)
         tftp, http = work / "tftp", work / "http"
         tftp.mkdir()
-        http.mkdir()
+        (http / "boot").mkdir(parents=True)
         for name in ("undionly.kpxe", "ipxe.efi"):
             shutil.copyfile(Path("/usr/lib/ipxe") / name, tftp / name)
-            shutil.copyfile(Path("/usr/lib/ipxe") / name, http / name)  # for UEFI HTTP Boot
+            # UEFI HTTP Boot: under /boot/, where wds serve serves [tftp] root
+            shutil.copyfile(Path("/usr/lib/ipxe") / name, http / "boot" / name)
         (http / "boot.ipxe").write_text(f"#!ipxe\necho {MARKER}\n")
         bridge, (site, wds) = lab.bridged(["site", "wds"])
         for ns in (site, wds):

@@ -151,7 +151,7 @@ def test_http_boot_client_gets_a_url() -> None:
     request = discover(vendor_class=b"HTTPClient:Arch:00016:UNDI:003000", arch=16)
     r = reply(request)
     assert r.packet.option(60) == b"HTTPClient"
-    assert r.packet.file == b"http://198.18.0.1:8080/ipxe.efi"
+    assert r.packet.file == b"http://198.18.0.1:8080/boot/ipxe.efi"
     assert r.packet.option(43) is None and r.packet.siaddr == SERVER
     assert r.client.http
     on_4011 = discover(vendor_class=b"HTTPClient:Arch:00016", arch=16, message_type=3)
@@ -164,7 +164,7 @@ def test_real_edk2_http_boot_discover_gets_a_url() -> None:
     request = parse_packet(golden("ovmf_edk2_virtio_httpclient_arch16_undi003000_discover.hex"))
     r = reply(request)
     assert r.packet.option(60) == b"HTTPClient" and r.client.arch.code == 16
-    assert r.packet.file == b"http://198.18.0.1:8080/ipxe.efi"
+    assert r.packet.file == b"http://198.18.0.1:8080/boot/ipxe.efi"
     assert r.destination == BROADCAST
 
 
@@ -416,7 +416,7 @@ def test_decision_table_for_every_iana_architecture(code: int) -> None:
     assert isinstance(result, Reply), result
     expected = getattr(EVERY_BOOT_FILE, info.firmware.value)
     if info.http:
-        assert result.packet.file == f"{HTTP}{expected}".encode()
+        assert result.packet.file == f"{HTTP}boot/{expected}".encode()  # wds.web.boot's /boot/
         assert result.packet.option(60) == b"HTTPClient"
     else:
         assert result.packet.file == expected.encode()

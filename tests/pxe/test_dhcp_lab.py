@@ -108,7 +108,7 @@ def test_golden_packets_answered_across_a_link(lab: netns.Lab) -> None:
         assert offer.option(53) == b"\x02" and offer.option(54) == server_ip.packed, name
         assert offer.siaddr == server_ip and len(data) >= 300, name
         if b"HTTPClient" in (request.option(60) or b""):
-            assert offer.file == f"http://{server_ip}:8080/ipxe.efi".encode(), name
+            assert offer.file == f"http://{server_ip}:8080/boot/ipxe.efi".encode(), name
         elif request.option(77) == b"iPXE":
             assert offer.file == f"http://{server_ip}:8080/boot.ipxe".encode(), name
         else:

@@ -307,3 +307,33 @@ def test_device_script_never_builds_an_unsafe_command_line(tmp_path: Path) -> No
         assert "cannot build the deploy command line (wds.target)" in script
 
     serve(tmp_path, scenario)
+
+
+def test_the_url_proxydhcp_gives_http_boot_clients_is_served(tmp_path: Path) -> None:
+    """pxe.dhcp.policy and wds.web.boot agree on where UEFI HTTP Boot files live."""
+    from ipaddress import IPv4Address
+
+    from pxe.dhcp.arch import describe_arch
+    from pxe.dhcp.decide import BootDecision, ClientIdentity
+    from pxe.dhcp.policy import ConfigBootPolicy
+
+    async def scenario(client: TestClient[Any, Any], ctx: ServerContext, _: Any) -> None:
+        http_boot = ClientIdentity(
+            mac=MAC,
+            uuid=None,
+            arch=describe_arch(16),  # x64 UEFI HTTP
+            vendor_class="HTTPClient:Arch:00016:UNDI:003000",
+            ipxe=False,
+            http=True,
+            relayed=False,
+            server_ip=IPv4Address("127.0.0.1"),
+        )
+        policy = ConfigBootPolicy(ctx.config.pxe, http_port=client.port)
+        decision = policy.boot_for(http_boot)
+        assert isinstance(decision, BootDecision)
+        assert decision.boot_file == f"http://127.0.0.1:{client.port}/boot/ipxe.efi"
+        response = await client.get(decision.boot_file.split(str(client.port), 1)[1])
+        assert response.status == 200
+        assert await response.read() == (Path(ctx.config.tftp.root) / "ipxe.efi").read_bytes()
+
+    serve(tmp_path, scenario)
