@@ -240,18 +240,20 @@ def observe(request: DhcpPacket, *, port_kind: PortKind) -> Sighting | None:
     """What to learn from ``request`` (any client's, PXE or not); None: nothing. Never raises.
 
     A DHCPREQUEST to the site's DHCP server is broadcast (RFC 2131 4.3.2, SELECTING) and names the
-    address the client is about to use: that is how services which only see an IP address (TFTP,
-    HTTP) learn which device is asking.
+    address the client is about to use, and a PXE client's REQUEST on port 4011 carries its
+    address in ciaddr: that is how services which only see an IP address (TFTP, HTTP) learn which
+    device is asking.
     """
     if request.op != BootpOp.BOOTREQUEST or not 1 <= request.hlen <= 16:
         return None
     mac = request.hardware_address.hex(":")
     try:
         mtype = message_type_of(request)
-        if mtype == DhcpMessageType.DHCPREQUEST and port_kind == "dhcp":
-            address = requested_address_of(request)
+        if mtype == DhcpMessageType.DHCPREQUEST:
+            # port 4011: the PXE client already has its address, in ciaddr (PXE 2.1 2.2.5)
+            address = requested_address_of(request) if port_kind == "dhcp" else None
             if address is None and request.ciaddr != ZERO_ADDRESS:
-                address = request.ciaddr  # RENEWING/REBINDING (RFC 2131 4.3.2)
+                address = request.ciaddr  # RENEWING/REBINDING (RFC 2131 4.3.2), or port 4011
             if address is None or address == ZERO_ADDRESS or address.is_multicast:
                 return None
             return Sighting(mac, address=address)

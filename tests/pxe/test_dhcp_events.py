@@ -39,10 +39,14 @@ def test_observe_learns_addresses_from_requests_and_arches_from_discovers() -> N
     sighting = observe(discover(arch=7), port_kind="dhcp")
     assert sighting is not None and sighting.arch is not None
     assert sighting.arch.name == "x64 UEFI" and sighting.address is None
-    # nothing to learn: a REQUEST without an address, a non-PXE DISCOVER, port 4011, bad option 50
+    on_4011 = discover(message_type=3, ciaddr=IPv4Address("198.18.0.22"), extra=(requested,))
+    assert observe(on_4011, port_kind="pxe") == Sighting(MAC, address=IPv4Address("198.18.0.22"))
+    # nothing to learn: a REQUEST without an address, a non-PXE DISCOVER, option 50 on port 4011,
+    # a DISCOVER on port 4011, a bad option 50
     assert observe(discover(message_type=3), port_kind="dhcp") is None
     assert observe(discover(vendor_class=None), port_kind="dhcp") is None
     assert observe(discover(message_type=3, extra=(requested,)), port_kind="pxe") is None
+    assert observe(discover(), port_kind="pxe") is None
     bad = DhcpOption(50, b"\x01\x02")
     assert observe(discover(message_type=3, extra=(bad,)), port_kind="dhcp") is None
 
