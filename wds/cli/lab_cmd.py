@@ -72,6 +72,13 @@ def register(sub: Any) -> None:
     run.add_argument("--late-after", type=float, default=0.0, metavar="S", help="late by S secs")
     run.add_argument("--reset", type=int, default=0, metavar="N", help="reset N mid-transfer")
     run.add_argument("--rate", default="40mbit", help="session rate (default 40mbit)")
+    run.add_argument(
+        "--mode",
+        choices=["auto", "scheduled"],
+        default="",
+        help="session mode (default: scheduled for the machines that boot together, "
+        "auto with --reset or one machine)",
+    )
     run.add_argument("--timeout", type=float, default=900.0, metavar="S", help="whole run")
     run.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     run.add_argument("--subnet", default="198.19.77.0/24", help="when run does its own up")

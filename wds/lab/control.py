@@ -42,6 +42,8 @@ IPXE_DIR = Path("/usr/lib/ipxe")
 #: initrd to the kernel's EFI stub by that name (harmless on BIOS); panic=0: halt, do not reboot
 DEPLOY_CMDLINE = "console=ttyS0,115200 initrd=initrd.img panic=0"
 READY_SECONDS = 60.0
+#: a scheduled session starts at the latest this long after the server (machines still booting)
+SCHEDULE_WAIT = 240.0
 
 
 class LabError(WdsError):
@@ -334,7 +336,15 @@ def _deploy(running: RunningLab, args: Any) -> LabRun:
     store = ImageStore.open(directory / "store", create=True)
     stored = store.add(args.image, group="lab", name=f"run{number}-{args.image.name}"[:64])
     rate = float(str(args.rate).lower().removesuffix("mbit").removesuffix("m"))
-    spec = {"name": session, "image": f"lab/{stored.name}", "mode": "auto", "rate_mbps": rate}
+    spec: dict[str, Any] = {"name": session, "image": f"lab/{stored.name}", "rate_mbps": rate}
+    together = args.machines - args.late
+    if args.mode == "scheduled" or (args.mode == "" and together > 1 and not args.reset):
+        # one multicast session for the machines that boot together: the sender waits for them
+        # (a reset machine needs "auto": a scheduled session runs once, a rebooted machine
+        # rejoins a re-armed sender)
+        spec.update(mode="scheduled", min_clients=max(1, together), max_wait=SCHEDULE_WAIT)
+    else:
+        spec["mode"] = "auto"
     (directory / "wds.toml").write_text(config_text(directory, state, [spec]))
     octet = int(state["server_ip"].split(".")[2])
     macs = [f"52:54:00:{octet:02x}:{number % 256:02x}:{i + 1:02x}" for i in range(args.machines)]
