@@ -15,14 +15,22 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 #: marker of the machine-readable result line on the serial console
 RESULT_MARKER = "WDS-RESULT"
+#: marker of the progress lines (verified chunks / bitmap slots)
+PROGRESS_MARKER = "WDS-PROGRESS"
+PROGRESS_EVERY = 2.0
+#: multicast/output.py: the bitmap's header (magic + 8 bytes of the image's SHA-256)
+BITMAP_HEADER = 16
 #: receiver runs in one boot (each resumes where the previous one stopped)
 MAX_ATTEMPTS = 3
 EXIT_INCOMPLETE = 1
@@ -83,6 +91,23 @@ def report(server: str, session: str, body: dict[str, Any]) -> str:
         return f"not reported: {exc}"
 
 
+def _progress_printer(out: str, stop: threading.Event) -> None:
+    """Print ``WDS-PROGRESS VERIFIED/SLOTS`` every 2 s from the receiver's on-disk bitmap.
+
+    SLOTS is the bitmap's size in bits (the chunk count rounded up to 8). The lab resets a
+    ``--reset`` machine once a quarter of them are verified (a reset that has something to resume).
+    """
+    bitmap = Path(out + ".wds-bitmap")
+    last = ""
+    while not stop.wait(PROGRESS_EVERY):
+        with contextlib.suppress(OSError):
+            data = bitmap.read_bytes()[BITMAP_HEADER:]
+            line = f"{PROGRESS_MARKER} {sum(bin(b).count('1') for b in data)}/{len(data) * 8}"
+            if line != last:  # to fd 1 itself: the receiver's stdout is redirected meanwhile
+                os.write(1, (line + "\n").encode())
+                last = line
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="wds.lab.guest", description=__doc__)
     parser.add_argument("--server", required=True)
@@ -95,12 +120,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     started = time.monotonic()
     summary: dict[str, Any] | None = None
-    for attempt in range(1, MAX_ATTEMPTS + 1):
-        print(f"WDS-ENV: receive attempt {attempt} from {args.server}", flush=True)
-        summary = _merge(summary, _receive_once(args))
-        if summary.get("exit") != EXIT_INCOMPLETE:
-            break
-        time.sleep(2.0)
+    stop = threading.Event()
+    printer = threading.Thread(target=_progress_printer, args=(args.out, stop), daemon=True)
+    printer.start()
+    try:
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            print(f"WDS-ENV: receive attempt {attempt} from {args.server}", flush=True)
+            summary = _merge(summary, _receive_once(args))
+            if summary.get("exit") != EXIT_INCOMPLETE:
+                break
+            time.sleep(2.0)
+    finally:
+        stop.set()
     assert summary is not None
     verified = bool(summary.get("verified"))
     body = {

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wds.lab.guest import RESULT_MARKER
+from wds.lab.guest import PROGRESS_MARKER, RESULT_MARKER
 from wds.lab.initscript import IMAGE_NAME
 
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -68,6 +68,8 @@ class Machine:
     transfer_started_s: float | None = None
     finished_s: float | None = None
     resets: int = 0
+    verified_chunks: int = 0  # from the last progress line of the environment
+    chunk_slots: int = 0
     results: list[dict[str, Any]] = field(default_factory=list)
     verified_on_disk: bool = False
     note: str = ""
@@ -119,6 +121,12 @@ class Machine:
         if self.transfer_started_s is None and TRANSFER in text:
             self.transfer_started_s = elapsed
         self.results = []
+        progress = text.rfind(PROGRESS_MARKER + " ")
+        if progress >= 0:
+            counts = text[progress + len(PROGRESS_MARKER) + 1 :].split(maxsplit=1)[0]
+            done, _, slots = counts.partition("/")
+            if done.isdigit() and slots.isdigit():
+                self.verified_chunks, self.chunk_slots = int(done), int(slots)
         for line in text.splitlines():
             if line.startswith(RESULT_MARKER + " "):
                 with contextlib.suppress(ValueError):

@@ -2,10 +2,10 @@
 
 The loop is bounded by ``--timeout``: it starts the machines (the ``--late`` ones once the first
 machine's transfer has run ``--late-after`` seconds), resets the ``--reset`` ones once through
-the QEMU monitor a few seconds into their transfer, reads every console, and ends when every
-QEMU has exited (the environment powers off when done). Then each disk is checked on the host:
-the image is copied out of the disk's file system with debugfs and compared byte for byte with
-the source.
+the QEMU monitor when a quarter of their image is on their disk (the environment prints its
+progress on the console), reads every console, and ends when every QEMU has exited (the
+environment powers off when done). Then each disk is checked on the host: the image is copied
+out of the disk's file system with debugfs and compared byte for byte with the source.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from typing import Any
 from wds.lab import net
 from wds.lab.machines import Machine, image_on_disk, probe_accel, same_bytes
 
-#: seconds into a machine's transfer at which a ``--reset`` machine is reset
-RESET_AFTER = 8.0
+#: a ``--reset`` machine is reset once 1/RESET_AT_FRACTION of its chunks are verified on its disk
+RESET_AT_FRACTION = 4
 #: default delay of ``--late`` machines after the first transfer started
 LATE_AFTER = 5.0
 
@@ -187,13 +187,15 @@ def run_machines(
                 if (
                     machine.reset
                     and machine.resets == 0
-                    and machine.transfer_started_s is not None
                     and not machine.results
-                    and now - machine.started - machine.transfer_started_s >= RESET_AFTER
+                    and machine.chunk_slots
+                    and machine.verified_chunks * RESET_AT_FRACTION >= machine.chunk_slots
                 ):
                     machine.system_reset()
-                    machine.note = f"reset {now - machine.started:.0f}s after start"
-                    machine.transfer_started_s = None
+                    machine.note = (
+                        f"reset at {machine.verified_chunks}/{machine.chunk_slots} chunks, "
+                        f"{now - machine.started:.0f}s after start"
+                    )
                 if machine.finished_s is None and machine.process.poll() is not None:
                     machine.finished_s = round(now - machine.started, 1)
             if all(m.process is not None and m.finished_s is not None for m in machines):
