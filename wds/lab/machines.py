@@ -33,7 +33,7 @@ OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
 DISK_BYTES = 1 << 30  # sparse: only what the guest writes takes space
 #: console text that marks when a machine had its first network boot program (EDK2 loaded
 #: ipxe.efi by TFTP, or iPXE fetched its first file), and when the kernel started
-BOOT_FILE = re.compile(r"NBP file downloaded successfully|\.\.\. ok")
+BOOT_FILE = re.compile(r"NBP file downloaded successfully|(?:https?|tftp)://\S+\.\.\. ok")
 KERNEL = "Linux version"
 TRANSFER = "WDS-ENV: receive attempt"
 #: terminal control sequences on a serial console

@@ -141,7 +141,8 @@ def run_machines(
     save_pids: Callable[[Path, dict[str, Any], list[int]], None],
 ) -> LabRun:
     started = time.monotonic()
-    accel = probe_accel(Path(state["kernel"]))
+    accel = state.get("accel") or probe_accel(Path(state["kernel"]))
+    state["accel"] = accel  # probed once per lab (a KVM probe costs up to 10 s)
     number = state["runs"]
     machines = []
     for index, mac in enumerate(macs):
