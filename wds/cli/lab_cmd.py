@@ -110,8 +110,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if not 1 <= args.machines <= 8:
         raise LabUsageError(f"--machines {args.machines}: 1..8 machines")
-    if not 0 <= args.late <= args.machines or not 0 <= args.reset <= args.machines:
-        raise LabUsageError("--late and --reset count machines: 0..--machines")
+    if not 0 <= args.late < args.machines:
+        raise LabUsageError(
+            f"--late {args.late}: 0..{args.machines - 1} (one machine must go first)"
+        )
+    if not 0 <= args.reset <= args.machines:
+        raise LabUsageError(f"--reset {args.reset}: 0..{args.machines} machines")
     if not args.image.is_file():
         raise LabUsageError(f"--image {args.image}: no such file")
     result = control.run_deployment(args)
