@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import gzip
 import json
+import os
 from pathlib import Path
 
 import pytest
+from wds_testsupport import require, require_tool
 
 from wds.cli.main import main
 from wds.config import load_config
@@ -131,3 +133,12 @@ def test_state_file_round_trip(tmp_path: Path) -> None:
     control._write_state(tmp_path, {"namespaces": ["wdslab-x-br"]})
     assert control.read_state(tmp_path) == {"namespaces": ["wdslab-x-br"]}
     assert json.loads((tmp_path / control.STATE).read_text())["namespaces"] == ["wdslab-x-br"]
+
+
+def test_up_refuses_a_directory_that_holds_something_else(tmp_path: Path) -> None:
+    require(os.geteuid() == 0, "needs root (wds lab checks it first)")
+    require_tool("qemu-system-x86_64", "qemu-system-x86")
+    (tmp_path / "precious.txt").write_text("not the lab's")
+    with pytest.raises(control.LabError, match="not an empty directory"):
+        control.up(tmp_path, subnet="198.19.250.0/24")
+    assert (tmp_path / "precious.txt").read_text() == "not the lab's"

@@ -221,6 +221,9 @@ def up(directory: Path, *, subnet: str, cache: Path | None = None) -> RunningLab
     if is_up(directory):
         raise LabError(f"a lab is already up in {directory}: `wds lab down --dir {directory}`")
     down(directory)  # leftovers of a crashed lab with the same directory
+    if directory.exists() and (not directory.is_dir() or any(directory.iterdir())):
+        # down removes the whole directory: never take one that holds something else
+        raise LabError(f"--dir {directory} exists and is not an empty directory: give a new one")
     cache = cache or env.DEFAULT_CACHE
     files = env.build_env(cache / "env", cache=cache)
     directory.mkdir(parents=True, exist_ok=True)
