@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -172,6 +173,15 @@ def test_cli_drives_the_running_server(served: dict[str, Any]) -> None:
     image = request(served["admin"], "GET", "/api/v1/images/lab/img:1")
     assert image.status == 200 and image.json()["images"][0]["name"] == "img"
     assert request(served["admin"], "GET", "/api/v1/images/lab/img:7").status == 404
+    # wds image list against the running server: the same listing through its admin API
+    url = served["admin"]
+    remote = wds_cli("image", "list", "--server", url, "--json")
+    assert remote.returncode == 0, remote.stderr
+    assert [i["ref"] for i in json.loads(remote.stdout)] == ["lab/img"]
+    table = wds_cli("image", "list", "--server", url)
+    assert f"image store of the server at {url}" in table.stdout and "lab/img" in table.stdout
+    gone = wds_cli("image", "list", "--server", "http://127.0.0.1:1")
+    assert gone.returncode == 1 and gone.stderr.count("\n") == 1, gone.stderr
 
     pre = wds_cli("-v", "device", "prestage", MAC, "--image", "lab/img", *cfg)
     assert pre.returncode == 0 and pre.stdout == f"{MAC}: prestaged\n"

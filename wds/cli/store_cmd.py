@@ -104,6 +104,15 @@ def _add_list(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--group", metavar="G", help="only this install group")
     p.add_argument("--boot", action="store_true", help="only boot images")
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        help="ask the running server's admin API (e.g. http://127.0.0.1:8081) instead of "
+        "reading the store directory",
+    )
+    p.add_argument(
+        "--token-file", metavar="FILE", help="admin token for --server (default: [http] token_file)"
+    )
 
 
 def _add_export(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -214,52 +223,72 @@ def _add(args: argparse.Namespace) -> int:
 
 
 def _list(args: argparse.Namespace) -> int:
-    store = _open(args)
-    entries = [
-        e
-        for e in store.list_images()
-        if (not args.boot or e.kind == "boot")
-        and (args.group is None or (e.kind == "install" and e.group.lower() == args.group.lower()))
-    ]
-    if args.json:
-        out = []
-        for e in entries:
+    if args.server:
+        items, where = _server_images(args)
+    else:
+        store = _open(args)
+        items = []
+        for e in store.list_images():
             item = entry_to_json(e)
             item["answered"] = e.kind == "boot" and store.boot_image(e.group) == e.path
-            out.append(item)
-        json.dump(out, sys.stdout, indent=2, ensure_ascii=False)
+            items.append(item)
+        where = f"image store {store.root}"
+    wanted = [
+        item
+        for item in items
+        if (not args.boot or item["kind"] == "boot")
+        and (
+            args.group is None
+            or (item["kind"] == "install" and item["group"].lower() == args.group.lower())
+        )
+    ]
+    if args.json:
+        json.dump(wanted, sys.stdout, indent=2, ensure_ascii=False)
         print()
         return 0
-    _print_table(store, entries)
+    _print_table(where, wanted)
     return 0
 
 
-def _print_table(store: ImageStore, entries: list[StoredImage]) -> None:
+def _server_images(args: argparse.Namespace) -> tuple[list[dict[str, Any]], str]:
+    """The images the running server's admin API lists (what its sessions can use)."""
+    from wds.web.client import AdminClient
+
+    token_file = args.token_file
+    if token_file is None and (args.config is not None or DEFAULT_CONFIG.is_file()):
+        token_file = load_config(args.config or DEFAULT_CONFIG).http.token_file
+    url = args.server if "://" in args.server else "http://" + args.server
+    data = AdminClient(url, token_file=token_file).get("/api/v1/images")
+    items: list[dict[str, Any]] = list(data.get("images", []))
+    for item in items:
+        item.setdefault("answered", bool(item.get("default")))
+    return items, f"image store of the server at {url}"
+
+
+def _print_table(where: str, items: list[dict[str, Any]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"image store {store.root}", title_justify="left")
+    table = Table(title=where, title_justify="left")
     for column in ("reference", "index", "image name", "flags", "boot", "size", "added"):
         table.add_column(column, no_wrap=column in ("reference", "size"))
-    for e in entries:
-        ref = e.ref + (
-            " (default)" if e.kind == "boot" and store.boot_image(e.group) == e.path else ""
-        )
-        for n, image in enumerate(e.images):
+    for item in items:
+        ref = item["ref"] + (" (default)" if item["answered"] else "")
+        for n, image in enumerate(item["images"]):
             table.add_row(
                 ref if n == 0 else "",
-                str(image.index),
-                image.name,
-                image.flags,
-                "*" if image.index == e.boot_index else "",
-                f"{e.size:,}" if n == 0 else "",
-                e.added[:16].replace("T", " ") if n == 0 else "",
+                str(image["index"]),
+                image["name"],
+                image["flags"],
+                "*" if image["index"] == item["boot_index"] else "",
+                f"{item['size']:,}" if n == 0 else "",
+                item["added"][:16].replace("T", " ") if n == 0 else "",
             )
     console = Console()
-    if entries:
+    if items:
         console.print(table)
     else:
-        console.print(f"image store {store.root} is empty; add images with 'wds image add'")
+        console.print(f"{where} is empty; add images with 'wds image add'")
 
 
 def _remove(args: argparse.Namespace) -> int:
