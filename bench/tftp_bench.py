@@ -653,7 +653,10 @@ def conditions(args: argparse.Namespace, specs: list[ServerSpec]) -> list[str]:
         "burst is segmented before the veth and loses datagrams one by one); sends: the server "
         "namespace's UdpOutDatagrams, one per send call (a GSO burst counts once)",
         f"CPU: server = its cgroup (children included), client = rusage; >= {CPU_BOUND:.0f}% "
-        "of one core counts as CPU-bound",
+        "of one core counts as CPU-bound. wds busy-polls its transfer socket for the client's "
+        "answer while a single transfer runs (docs/TFTP.md, Performance): its server CPU "
+        "includes that polling, so a wds 'server CPU' row is a core kept awake, not one "
+        "saturated by work",
         "servers without windowsize (their OACK omits it) run only at window 1; shown as "
         "requested->granted and compared at that",
     ]
