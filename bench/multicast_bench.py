@@ -127,6 +127,37 @@ def cpu_ticks() -> tuple[int, int]:
     return sum(fields) - idle, sum(fields)
 
 
+BRIDGE_LOSS_TABLE = "wds_bench_loss"
+
+
+def set_bridge_loss(br: netns.Namespace, ports: list[str], percent: int) -> None:
+    """Drop ``percent`` % of the UDP datagrams the bridge forwards out of each of ``ports``,
+    independently per port: loss on the wire, before the receiving host's GRO (on the
+    receiver's input hook a GRO batch would be dropped whole)."""
+    br.run(["nft", "delete", "table", "bridge", BRIDGE_LOSS_TABLE], check=False)
+    if percent == 0:
+        return
+    rules = "\n".join(
+        f'    oifname "{p}" meta l4proto udp numgen random mod 100 < {percent} counter drop'
+        for p in ports
+    )
+    br.nft(
+        f"table bridge {BRIDGE_LOSS_TABLE} {{\n  chain forward {{\n"
+        f"    type filter hook forward priority -10; policy accept;\n{rules}\n  }}\n}}\n"
+    )
+
+
+def set_offloads(snd: netns.Namespace, br: netns.Namespace, rcv: list[netns.Namespace]) -> None:
+    """Make the veths behave like NICs: the sender's UDP segmentation happens on its own
+    device, as a NIC's would (datagrams cross the bridge one by one), and each receiver's
+    eth0 does GRO, on by default on real NICs but off on veth; veth only runs GRO (NAPI) for
+    traffic from a peer without TSO, hence tso off on the bridge's ports to the receivers."""
+    snd.run(["ethtool", "-K", "eth0", "tx-udp-segmentation", "off"])
+    for i, ns in enumerate(rcv, start=1):
+        br.run(["ethtool", "-K", f"p{i}", "tso", "off"])
+        ns.run(["ethtool", "-K", "eth0", "gro", "on"])
+
+
 def wait_all(procs: list[Proc], deadline: float) -> bool:
     while time.monotonic() < deadline:
         if all(p.poll() for p in procs):
@@ -310,7 +341,11 @@ def _wds_summaries(receivers: list[Proc]) -> dict[str, Any]:
         "naks": sum(r.get("naks_sent", 0) for r in rows),
         "repaired": sum(r.get("chunks_repaired", 0) for r in rows),
         "unicast_chunks": sum(r.get("chunks_unicast", 0) for r in rows),
+        "redirected": sum(bool(r.get("redirected")) for r in rows),  # moved to unicast as slow
+        "fell_back": sum(bool(r.get("fallback_used")) for r in rows),  # HTTP top-up at the end
         "datagrams_per_receiver": sum(r.get("datagrams", 0) for r in rows) // max(1, len(rows)),
+        # fewer reads than datagrams: the kernel coalesced (GRO) and one recvmsg took several
+        "reads_per_receiver": sum(r.get("reads", 0) for r in rows) // max(1, len(rows)),
     }
 
 
@@ -332,6 +367,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--loss", default="0,1,5", help="percent per receiver, whole numbers")
     ap.add_argument("--tools", default=",".join(TOOLS))
     ap.add_argument("--link", default="500mbit", help="tbf rate on the sender's egress")
+    ap.add_argument(
+        "--nic",
+        choices=("gro", "plain"),
+        default="gro",
+        help="gro: receivers' eth0 do GRO as NICs do (see set_offloads); plain: veth defaults",
+    )
     ap.add_argument("--limit", type=float, default=120.0, help="seconds per run")
     ap.add_argument("--json", type=Path, help="write every run here")
     args = ap.parse_args(argv)
@@ -352,15 +393,17 @@ def main(argv: list[str] | None = None) -> int:
         digest = _sha256(image)
         assert digest is not None
         print(f"# {args.size_mib} MiB, link {args.link} (tbf on the sender's egress), "
-              f"{os.cpu_count()} cores, limit {args.limit:.0f} s per run", flush=True)  # fmt: skip
+              f"{os.cpu_count()} cores, limit {args.limit:.0f} s per run, NICs: {args.nic}, "
+              f"loss on the bridge's ports", flush=True)  # fmt: skip
         for n in counts:
             with netns.lab() as lab:
-                _, hosts = lab.bridged(["snd", *[f"r{i}" for i in range(n)]])
+                br, hosts = lab.bridged(["snd", *[f"r{i}" for i in range(n)]])
                 snd, rcv = hosts[0], hosts[1:]
                 netns.set_rate(snd, "eth0", args.link)
+                if args.nic == "gro":
+                    set_offloads(snd, br, rcv)
                 for loss in losses:
-                    for ns in rcv:
-                        netns.set_loss(ns, loss)
+                    set_bridge_loss(br, [f"p{i}" for i in range(1, n + 1)], loss)
                     for tool in tools:
                         r = one_run(tool, snd, rcv, image, digest, size, args.link, args.limit,
                                     loss)  # fmt: skip

@@ -454,10 +454,69 @@ def pack_data_head(
     )
 
 
+# The range-list fast paths: REPAIR_ADV goes to every receiver for every NAK, and a NAK may carry
+# 128 ranges; through construct each cost about 1 ms to parse or build (PROTOCOL.md 11).
+_ADV_HEAD: Final = struct.Struct("!2sBBQHH")  # header, count, reserved
+_NAK_HEAD: Final = struct.Struct("!2sBBQQHHI")  # header, receiver_id, count, reserved, seen_seq
+_RANGE_STRUCT: Final = struct.Struct("!IHH")
+
+
+def _parse_ranges(data: bytes, offset: int, count: int, kind: str) -> tuple[BlockRange, ...]:
+    if len(data) != offset + 8 * count:
+        raise MalformedDatagram(f"malformed {kind}: {len(data)} bytes for {count} ranges")
+    ranges = tuple(BlockRange(c, f, n) for c, f, n in _RANGE_STRUCT.iter_unpack(data[offset:]))
+    problem = _check_ranges(ranges)
+    if problem is not None:
+        raise MalformedDatagram(f"{kind}: {problem}")
+    return ranges
+
+
+def parse_ranges_fast(data: bytes) -> RepairAdvertisement | RepairRequest:
+    """REPAIR_ADV and NAK without construct: same results and refusals as parse_datagram."""
+    kind = data[3] if len(data) >= 4 else 0
+    head = _ADV_HEAD if kind == DatagramType.REPAIR_ADV else _NAK_HEAD
+    if len(data) < head.size or kind not in (DatagramType.REPAIR_ADV, DatagramType.NAK):
+        return _ranges_datagram(parse_datagram(data))
+    if kind == DatagramType.REPAIR_ADV:
+        magic, version, _, sid, count, reserved = _ADV_HEAD.unpack_from(data)
+        if magic != MAGIC or version != VERSION or reserved:
+            return _ranges_datagram(parse_datagram(data))
+        return RepairAdvertisement(sid, _parse_ranges(data, head.size, count, "REPAIR_ADV"))
+    magic, version, _, sid, rid, count, reserved, seen = _NAK_HEAD.unpack_from(data)
+    if magic != MAGIC or version != VERSION or reserved:
+        return _ranges_datagram(parse_datagram(data))
+    return RepairRequest(sid, rid, _parse_ranges(data, head.size, count, "NAK"), seen)
+
+
+def _ranges_datagram(d: Datagram) -> RepairAdvertisement | RepairRequest:
+    assert isinstance(d, RepairAdvertisement | RepairRequest)  # parse_datagram raised otherwise
+    return d
+
+
+def build_ranges_fast(d: RepairAdvertisement | RepairRequest) -> bytes:
+    """The fast path of build_datagram for REPAIR_ADV and NAK (the same bytes)."""
+    _local(_check(d), type(d).__name__)
+    try:
+        body = b"".join(_RANGE_STRUCT.pack(r.chunk, r.first_block, r.block_count) for r in d.ranges)
+        if isinstance(d, RepairAdvertisement):
+            kind = DatagramType.REPAIR_ADV
+            return _ADV_HEAD.pack(MAGIC, VERSION, kind, d.session_id, len(d.ranges), 0) + body
+        head = _NAK_HEAD.pack(
+            MAGIC, VERSION, DatagramType.NAK, d.session_id, d.receiver_id, len(d.ranges), 0,
+            d.seen_seq,
+        )  # fmt: skip
+        return head + body
+    except struct.error as exc:
+        raise LocalProtocolError(f"cannot build {type(d).__name__}: {exc}") from None
+
+
 def parse_any(data: bytes) -> Datagram:
-    """Parse a datagram, DATA through the fast path."""
-    if len(data) >= 4 and data[3] == DatagramType.DATA:
-        return parse_data_fast(data)
+    """Parse a datagram, DATA, REPAIR_ADV and NAK through their fast paths."""
+    if len(data) >= 4:
+        if data[3] == DatagramType.DATA:
+            return parse_data_fast(data)
+        if data[3] in (DatagramType.REPAIR_ADV, DatagramType.NAK):
+            return parse_ranges_fast(data)
     return parse_datagram(data)
 
 

@@ -69,6 +69,8 @@ RECV_BATCH = 512
 #: space. 2 ms is ~90 datagrams at 500 Mbit/s, far below the 4 MiB socket buffer; NAK and
 #: REPORT timers are tens of milliseconds (PROTOCOL.md 11)
 RECV_PAUSE = 0.002
+#: feedback datagrams the sender reads per wake-up before it sends again
+FEEDBACK_BATCH = 256
 #: verified chunks queued for the writer thread before the loop waits for the disk
 MAX_PENDING_WRITES = 16
 
@@ -80,6 +82,9 @@ def open_sender_socket(interface: str, ttl: int = 1, *, loopback: bool = True) -
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_TTL, ttl)
         sock.setsockopt(socket.IPPROTO_IP, socket.IP_MULTICAST_LOOP, 1 if loopback else 0)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SOCKET_BUFFER)
+        # feedback from every receiver arrives here in bursts while the loop is busy sending:
+        # with the default ~200 KiB, NAKs of lagging receivers overflowed it (PROTOCOL.md 11)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, SOCKET_BUFFER)
         sock.bind((interface, 0))
         sock.setblocking(False)
     except OSError:
@@ -183,8 +188,21 @@ class SenderService:
             transport.close()
 
     def _on_datagram(self, data: bytes, addr: Address) -> None:
+        """Feedback: this datagram and whatever else is queued (asyncio reads one datagram per
+        loop turn, and each turn also sends: NAKs of many receivers queued up for seconds, and
+        a NAK handled late is a NAK for a repair long gone), then one _step for them all."""
         now = asyncio.get_running_loop().time()
-        self._events(self.sender.receive(data, addr, now))
+        receive, sock = self.sender.receive, self._sock
+        self._events(receive(data, addr, now))
+        for _ in range(FEEDBACK_BATCH):
+            try:
+                more, source = sock.recvfrom(RECV_BUFFER)
+            except (BlockingIOError, InterruptedError):
+                break
+            except OSError as exc:
+                self.log.debug("feedback socket: %s", exc)
+                break
+            self._events(receive(more, (str(source[0]), int(source[1])), now))
         self._step()
 
     def _on_timer(self) -> None:

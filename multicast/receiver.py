@@ -35,6 +35,7 @@ from multicast.codec import (
     ReportFlags,
     SenderState,
     build_datagram,
+    build_ranges_fast,
     parse_any,
 )
 from multicast.events import (
@@ -262,9 +263,11 @@ class Receiver:
             if now >= self._last_data + self.settings.tail_timeout:
                 for ch in self._open.values():  # the carousel went quiet: a lost tail is a gap
                     self._mark_gaps(ch, len(ch.got), now)
+            ranges: list[BlockRange] = []
             for ch in list(self._open.values()):
                 if ch.nak_due is not None and ch.nak_due <= now:
-                    self._send_naks(ch, now)
+                    ranges += self._due_ranges(ch, now)
+            self._send_naks(ranges)
         if self._next_report is not None and now >= self._next_report:
             self._report(now)
         return self._drain()
@@ -430,27 +433,45 @@ class Receiver:
 
     # ---------------------------------------------------------------- feedback
 
-    def _send_naks(self, ch: _OpenChunk, now: float) -> None:
+    def _send_naks(self, ranges: list[BlockRange]) -> None:
+        """NAK ``ranges`` (of one or several chunks): as few datagrams as the sender's bounds
+        allow (128 ranges, one chunk's worth of blocks each). One datagram per chunk made a
+        lagging receiver with many open chunks flood the sender's socket (PROTOCOL.md 7)."""
+        if not ranges or self._sender is None:
+            return
+        limit = self._full_blocks
+        batch: list[BlockRange] = []
+        blocks = 0
+        for r in ranges:
+            if batch and (len(batch) == MAX_RANGES or blocks + r.block_count > limit):
+                self._send_nak(batch)
+                batch, blocks = [], 0
+            batch.append(r)
+            blocks += r.block_count
+        self._send_nak(batch)
+
+    def _send_nak(self, ranges: list[BlockRange]) -> None:
+        assert self._sender is not None
+        nak = RepairRequest(
+            self.manifest.session_id, self.receiver_id, tuple(ranges), self._seen_seq()
+        )
+        self._out.append((build_ranges_fast(nak), self._sender))
+        self.naks_sent += 1
+
+    def _due_ranges(self, ch: _OpenChunk, now: float) -> list[BlockRange]:
+        """The gaps of ``ch`` to NAK now (not held off), and the chunk's next NAK time."""
         s = self.settings
         gaps = ch.missing_gaps()
         if not gaps:
             ch.nak_due = None
-            return
+            return []
         if self._sender is None:  # no ANNOUNCE yet: nowhere to send a NAK
             ch.nak_due = now + s.nak_holdoff
-            return
+            return []
         due = [k for k in gaps if ch.holdoff[k] <= now]
+        ranges: list[BlockRange] = []
         if due and ch.naks_sent < s.max_naks_per_chunk:
             ranges = _to_ranges(ch.index, due)
-            for i in range(0, len(ranges), MAX_RANGES):
-                nak = RepairRequest(
-                    self.manifest.session_id,
-                    self.receiver_id,
-                    tuple(ranges[i : i + MAX_RANGES]),
-                    self._seen_seq(),
-                )
-                self._out.append((build_datagram(nak), self._sender))
-                self.naks_sent += 1
             self.repair_chunks.add(ch.index)
             ch.naks_sent += 1
             # exponential back-off (30, 60, 120, 240 ms, then 240): a repair that is late
@@ -460,9 +481,10 @@ class Receiver:
                 ch.holdoff[k] = until
         if ch.naks_sent >= s.max_naks_per_chunk:
             ch.nak_due = None  # give up NAKing: the carousel's next round brings the chunk
-            return
+            return ranges
         next_free = min(ch.holdoff[k] for k in gaps)
         ch.nak_due = max(next_free, now) + self._rng.random() * s.nak_backoff
+        return ranges
 
     def _report(self, now: float) -> None:
         s = self.settings

@@ -9,10 +9,8 @@ other receivers' NAKs), adapts its rate to reported loss (AIMD) and flags slow r
 
 from __future__ import annotations
 
-import datetime
 from collections import deque
-from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Protocol
 
 from multicast.codec import (
     IP_UDP_OVERHEAD,
@@ -32,8 +30,9 @@ from multicast.codec import (
     SenderState,
     build_data_fast,
     build_datagram,
+    build_ranges_fast,
     pack_data_head,
-    parse_datagram,
+    parse_any,
 )
 from multicast.events import (
     Address,
@@ -47,8 +46,10 @@ from multicast.events import (
     SessionFinished,
     SessionStarted,
 )
-from wds.config import MulticastConfig, SessionConfig
-from wds.errors import LocalProtocolError
+from multicast.peers import Peer, after, next_rate
+from multicast.settings import SenderSettings as SenderSettings
+from multicast.settings import sender_settings as sender_settings
+from multicast.settings import start_at_on_clock as start_at_on_clock
 
 Event = (
     Ignored
@@ -66,11 +67,6 @@ Event = (
 _TOKEN_SLACK = 1e-3
 
 
-def _after(seq: int, other: int) -> bool:
-    """``seq`` was sent after ``other`` (serial arithmetic mod 2^32, RFC 1982)."""
-    return 0 < (seq - other) & 0xFFFFFFFF < 0x80000000
-
-
 class ChunkSource(Protocol):
     """The image bytes (the store's file, or bytes in a test)."""
 
@@ -86,95 +82,6 @@ class JoinPolicy(Protocol):
 class AdmitAll:
     def admit(self, receiver_id: int, addr: Address) -> bool:
         return True
-
-
-@dataclass(frozen=True)
-class SenderSettings:
-    """Rates in bytes per second (IP and UDP headers counted); times in seconds of ``now``."""
-
-    max_rate: float
-    min_rate: float = 125_000.0  # 1 Mbit/s
-    mode: Literal["auto", "scheduled"] = "auto"
-    start_at: float | None = None
-    min_clients: int = 0
-    max_wait: float = 0.0
-    slow_client: Literal["unicast", "wait", "drop"] = "unicast"
-    min_goodput: float = 1_250_000.0  # 10 Mbit/s
-    announce_interval: float = 0.5
-    receiver_timeout: float = 10.0
-    rate_interval: float = 1.0
-    loss_threshold: int = 100  # permille: random loss below this (a lossy LAN) is not congestion
-    rate_decrease: float = 0.75
-    rate_increase: float = 0.05  # of max_rate per step
-    slow_check_interval: float = 1.0
-    slow_window: float = 5.0
-    max_receivers: int = 1024
-    max_repair_blocks: int = 65536
-    repair_share: float = 0.5  # of DATA, while the carousel also has something to send
-    linger: float = 2.0
-    #: how long the sender remembers the seq of each chunk it sent and block it repaired, to
-    #: tell from a REPORT's or NAK's seen_seq what that receiver cannot have read yet (a
-    #: receiver lagging more than this may get a chunk or block twice; nothing worse)
-    report_grace: float = 2.0
-    finish_announcements: int = 3
-
-    def __post_init__(self) -> None:
-        if not 0 < self.min_rate <= self.max_rate:
-            raise LocalProtocolError(f"need 0 < min_rate <= max_rate, got {self}")
-        if not 0 < self.repair_share < 1:
-            raise LocalProtocolError(f"repair_share must be between 0 and 1, got {self}")
-        if self.max_receivers < 1 or self.max_repair_blocks < 1 or self.slow_window <= 0:
-            raise LocalProtocolError(f"bounds must be positive, got {self}")
-
-
-def start_at_on_clock(iso: str, *, wall_now: float, clock_now: float) -> float | None:
-    """``[[session]] start_at`` (ISO 8601; local time when it names no zone) on the clock the
-    machine is driven with: ``wall_now`` is ``time.time()`` and ``clock_now`` that clock's now,
-    both read by the adapter at the same moment. Empty: None."""
-    if not iso:
-        return None
-    return clock_now + (datetime.datetime.fromisoformat(iso).timestamp() - wall_now)
-
-
-def sender_settings(
-    multicast: MulticastConfig, session: SessionConfig, *, start_at: float | None = None
-) -> SenderSettings:
-    """Settings for one ``[[session]]``; ``start_at`` already on the adapter's clock."""
-    mbps = session.rate_mbps or multicast.max_rate_mbps
-    max_rate = mbps * 1e6 / 8
-    min_goodput = session.min_goodput_mbps * 1e6 / 8
-    if session.slow_client == "wait":
-        min_rate = min(max_rate, 125_000.0)
-    else:  # PROTOCOL.md 6: the floor where a slow receiver is still detectable
-        min_rate = min(max_rate, max(125_000.0, 2 * min_goodput))
-    return SenderSettings(
-        max_rate=max_rate,
-        min_rate=min_rate,
-        mode=session.mode,
-        start_at=start_at,
-        min_clients=session.min_clients,
-        max_wait=session.max_wait,
-        slow_client=session.slow_client,
-        min_goodput=min_goodput,
-    )
-
-
-class _Peer:
-    def __init__(self, receiver_id: int, addr: Address, chunks: int, now: float) -> None:
-        self.receiver_id = receiver_id
-        self.addr = addr
-        self.joined_at = now
-        self.last_report = now
-        self.need = bytearray(b"\xff" * ((chunks + 7) // 8))  # undescribed = needed
-        if chunks % 8:
-            self.need[-1] = 0xFF ^ ((1 << (8 - chunks % 8)) - 1)  # no chunks past the end
-        self.verified = 0
-        self.worst_loss = 0
-        self.progress: deque[tuple[float, int]] = deque([(now, 0)])
-        self.offered: deque[tuple[float, int]] = deque()
-
-    def needs(self, index: int) -> bool:
-        return bool(self.need[index >> 3] & (0x80 >> (index & 7)))
 
 
 class Sender:
@@ -200,7 +107,7 @@ class Sender:
         self._source = source
         self._policy = policy or AdmitAll()
         self._opened_at = now
-        self._peers: dict[int, _Peer] = {}
+        self._peers: dict[int, Peer] = {}
         self._union: int | None = None  # cache of the union of needs, see _needed_after
         #: (time, chunk, seq of its last block) of chunks sent within report_grace, oldest first
         self._recent: deque[tuple[float, int, int]] = deque()
@@ -242,7 +149,7 @@ class Sender:
 
     def receive(self, datagram: bytes, addr: Address, now: float) -> list[Event]:
         try:
-            d = parse_datagram(datagram)
+            d = parse_any(datagram)
         except MalformedDatagram as exc:
             return [Ignored(str(exc))]
         if d.session_id != self.manifest.session_id:
@@ -412,7 +319,7 @@ class Sender:
             if not self._policy.admit(d.receiver_id, addr):
                 self._events.append(Ignored("the join policy refused this receiver"))
                 return
-            peer = _Peer(d.receiver_id, addr, self.manifest.chunk_count, now)
+            peer = Peer(d.receiver_id, addr, self.manifest.chunk_count, now)
             self._peers[d.receiver_id] = peer
             self._union = None
             self._finish_at = None
@@ -436,18 +343,9 @@ class Sender:
         if self.state is SenderState.WAITING:
             self._maybe_start(now)
 
-    def _apply_page(self, peer: _Peer, d: ReceiverReport, now: float) -> None:
-        # pages are byte-aligned (base is a multiple of 8192); anything else is ignored
-        count = self.manifest.chunk_count
-        if d.bit_count == 0 or d.base_chunk % 8 or d.base_chunk + d.bit_count > count:
+    def _apply_page(self, peer: Peer, d: ReceiverReport, now: float) -> None:
+        if not peer.apply_page(d.base_chunk, d.bit_count, d.need_bitmap, self.manifest.chunk_count):
             return
-        start = d.base_chunk // 8
-        full, spare = divmod(d.bit_count, 8)
-        peer.need[start : start + full] = d.need_bitmap[:full]
-        if spare:
-            mask = 0xFF ^ ((1 << (8 - spare)) - 1)
-            old = peer.need[start + full]
-            peer.need[start + full] = (old & ~mask & 0xFF) | (d.need_bitmap[full] & mask)
         # the report raced the carousel: a chunk that just went out is still presumed received
         # (the receiver's next REPORT asks again if it really lost all of it). Without this,
         # every REPORT written while a chunk was in flight resends that whole chunk to everyone.
@@ -456,8 +354,8 @@ class Sender:
             recent.popleft()
         seen = d.seen_seq
         for _, index, last_seq in recent:
-            if _after(last_seq, seen):  # still on its way to (or queued at) that receiver
-                peer.need[index >> 3] &= 0xFF ^ (0x80 >> (index & 7))
+            if after(last_seq, seen):  # still on its way to (or queued at) that receiver
+                peer.presume_received(index)
 
     def _on_nak(self, d: RepairRequest, addr: Address, now: float) -> None:
         peer = self._peers.get(d.receiver_id)
@@ -488,7 +386,7 @@ class Sender:
             for k in range(r.first_block, r.first_block + r.block_count):
                 full = len(self._repairs) >= self.settings.max_repair_blocks
                 sent = repaired.get((r.chunk, k))
-                in_flight = sent is not None and _after(sent[1], seen)
+                in_flight = sent is not None and after(sent[1], seen)
                 if full or in_flight or (r.chunk, k) in self._repairs:
                     if run:
                         queued.append(BlockRange(r.chunk, run[0], len(run)))
@@ -503,9 +401,9 @@ class Sender:
         # advertise what will be repaired: the echo that suppresses other receivers' NAKs
         for i in range(0, len(queued), MAX_RANGES):
             adv = RepairAdvertisement(m.session_id, tuple(queued[i : i + MAX_RANGES]))
-            self._control.append(Outgoing(build_datagram(adv), None))
+            self._control.append(Outgoing(build_ranges_fast(adv), None))
 
-    def _end(self, peer: _Peer, event: Event) -> None:
+    def _end(self, peer: Peer, event: Event) -> None:
         del self._peers[peer.receiver_id]
         self._union = None
         self.ended += 1
@@ -515,36 +413,26 @@ class Sender:
 
     def _rate_step(self) -> None:
         s = self.settings
-        losses = sorted(p.worst_loss for p in self._peers.values())
+        losses = [p.worst_loss for p in self._peers.values()]
         for p in self._peers.values():
             p.worst_loss = 0
-        if not losses:
-            return
-        # wait: the slowest receiver sets the pace. Otherwise the typical one does (the lower
-        # median): congestion shows at most receivers, a bad NIC at one, and that one is the
-        # slow-receiver check's business, not a reason to slow everybody down (PROTOCOL.md 6)
-        loss = losses[-1] if s.slow_client == "wait" else losses[(len(losses) - 1) // 2]
-        if loss > s.loss_threshold:
-            self.rate = max(s.min_rate, self.rate * s.rate_decrease)
-        else:
-            self.rate = min(s.max_rate, self.rate + s.max_rate * s.rate_increase)
+        self.rate = next_rate(
+            self.rate,
+            losses,
+            slowest_sets_pace=s.slow_client == "wait",
+            threshold=s.loss_threshold,
+            min_rate=s.min_rate,
+            max_rate=s.max_rate,
+            decrease=s.rate_decrease,
+            increase=s.rate_increase,
+        )
 
     def _slow_check(self, now: float) -> None:
         s = self.settings
-        window = s.slow_window
         for peer in list(self._peers.values()):
-            # prune first, whatever the policy: these histories are bounded by the window
-            while len(peer.progress) > 1 and peer.progress[1][0] <= now - window:
-                peer.progress.popleft()
-            while peer.offered and peer.offered[0][0] < now - window:
-                peer.offered.popleft()
-            if s.slow_client == "wait" or now - peer.joined_at < window:
-                continue
-            offered = sum(n for _, n in peer.offered)
-            goodput = (peer.progress[-1][1] - peer.progress[0][1]) * self.manifest.chunk_size
-            # offered with a margin over min_goodput (the min_rate floor is 2x min_goodput, and
-            # offered counts chunk bytes, not headers or control traffic): PROTOCOL.md 6
-            if offered >= 1.25 * s.min_goodput * window and goodput < s.min_goodput * window:
+            # is_slow prunes the histories whatever the policy: they stay bounded by the window
+            slow = peer.is_slow(now, s.slow_window, s.min_goodput, self.manifest.chunk_size)
+            if slow and s.slow_client != "wait":
                 event: Event
                 if s.slow_client == "unicast":
                     reason, event = RedirectReason.SLOW, MoveToUnicast(peer.receiver_id, peer.addr)
@@ -586,8 +474,8 @@ class Sender:
         if not union:
             return None
         width = 8 * ((self.manifest.chunk_count + 7) // 8)
-        after = union & ((1 << max(0, width - 1 - index)) - 1)  # chunks index+1 ..
-        top = (after or union).bit_length() - 1
+        later = union & ((1 << max(0, width - 1 - index)) - 1)  # chunks index+1 ..
+        top = (later or union).bit_length() - 1
         return width - 1 - top
 
     def _next_data(self, now: float) -> bytes | None:
@@ -641,9 +529,8 @@ class Sender:
         Without it the carousel would resend everything a receiver verified since its last
         REPORT (up to ``report_interval`` of data at full rate) at the end of every round.
         """
-        byte, bit = index >> 3, 0x80 >> (index & 7)
         for peer in self._peers.values():
-            peer.need[byte] &= 0xFF ^ bit
+            peer.presume_received(index)
         self._union = None
 
     def _start_chunk(self, index: int, now: float) -> None:

@@ -277,3 +277,46 @@ def test_data_words_and_header_packer_agree_with_the_codec(d: DataBlock) -> None
         d.block,
     )
     assert length == len(d.payload) and flags == (codec.DATA_REPAIR_WORD if d.repair else 0)
+
+
+@given(
+    st.one_of(
+        st.builds(RepairAdvertisement, u64, block_ranges()),
+        st.builds(RepairRequest, u64, u64, block_ranges(), u32),
+    )
+)
+def test_range_fast_paths_match_construct(d: RepairAdvertisement | RepairRequest) -> None:
+    wire = build_datagram(d)
+    assert codec.build_ranges_fast(d) == wire
+    assert codec.parse_ranges_fast(wire) == d == codec.parse_any(wire)
+
+
+@pytest.mark.parametrize("kind", [RepairAdvertisement, RepairRequest])
+def test_range_fast_paths_refuse_what_construct_refuses(kind: type) -> None:
+    d = (
+        kind(1, (BlockRange(2, 3, 4),))
+        if kind is RepairAdvertisement
+        else kind(1, 5, (BlockRange(2, 3, 4),))
+    )
+    wire = build_datagram(d)
+    count_at = 12 if kind is RepairAdvertisement else 20
+    bad_count = bytearray(wire)
+    bad_count[count_at + 1] = 0  # 0 ranges
+    reserved = bytearray(wire)
+    reserved[count_at + 3] = 1
+    overlong = bytearray(wire)
+    overlong[-1] = 0  # block_count 0
+    for bad in (
+        wire[:-1],
+        wire + b"\x00",
+        bytes(bad_count),
+        bytes(reserved),
+        bytes(overlong),
+        wire[:13],
+    ):
+        with pytest.raises(MalformedDatagram):
+            parse_datagram(bad)
+        with pytest.raises(MalformedDatagram):
+            codec.parse_any(bad)
+    with pytest.raises(LocalProtocolError):
+        codec.build_ranges_fast(kind(1, ()) if kind is RepairAdvertisement else kind(1, 5, ()))
