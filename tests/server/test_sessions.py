@@ -212,3 +212,20 @@ def test_reload_adds_changes_and_removes_idle_sessions(store_config: Config) -> 
             await manager.close()
 
     _run(main)
+
+
+def test_sending_address_from_server_address_or_interface(tmp_path: Path) -> None:
+    from wds.errors import ConfigError
+    from wds.sessions.prepare import sending_address
+
+    config = _config(tmp_path)
+    assert sending_address(config) == "127.0.0.1"
+    on_lo = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, address="0.0.0.0", interface="lo")
+    )
+    assert sending_address(on_lo) == "127.0.0.1"
+    missing = dataclasses.replace(
+        config, server=dataclasses.replace(config.server, address="0.0.0.0", interface="wdsnone0")
+    )
+    with pytest.raises(ConfigError, match=r"server\.interface"):
+        sending_address(missing)
