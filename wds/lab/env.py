@@ -15,14 +15,17 @@ repository's Python sources, the init script); a build whose digest matches does
 
 from __future__ import annotations
 
+import compileall
 import gzip
 import hashlib
 import json
 import os
+import py_compile
 import re
 import shutil
 import stat
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -203,11 +206,31 @@ def _assemble(debs: list[Path], repo: Path, root: Path, staging: Path) -> tuple[
             site / package,
             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info"),
         )
+    _precompile(root)
     (root / "init").write_text(initscript.INIT)
     (root / "init").chmod(0o755)
     (root / "etc" / "udhcpc.script").write_text(initscript.UDHCPC_SCRIPT)
     (root / "etc" / "udhcpc.script").chmod(0o755)
     return vmlinuz, version
+
+
+def _precompile(root: Path) -> None:
+    """Byte-compile the guest's Python (unchecked-hash .pyc: the initramfs keeps no mtimes).
+
+    dpkg-deb -x runs no postinst, so Debian's .pyc files are not there; without them every boot
+    would compile the standard library and the receiver under TCG, seconds each time. Done with
+    this interpreter only when it is a 3.11 too (same bytecode as the guest's python3.11).
+    """
+    if sys.version_info[:2] != (3, 11):
+        return
+    for top in ("usr/lib/python3.11", "usr/lib/python3/dist-packages"):
+        compileall.compile_dir(
+            root / top,
+            quiet=2,
+            workers=0,
+            ddir=f"/{top}",
+            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
+        )
 
 
 def _cpio_entry(out: gzip.GzipFile, name: str, mode: int, data: bytes, ino: int) -> None:
