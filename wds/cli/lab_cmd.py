@@ -33,6 +33,13 @@ def _loss(text: str) -> int:
     return value
 
 
+def _rate_mbps(text: str) -> float:
+    """``40mbit``, ``1g``, ``500k``... -> Mbit/s (the syntax of ``wds send --rate``)."""
+    from wds.cli.stream_cmd import parse_rate
+
+    return round(parse_rate(text) * 8 / 1e6, 3)
+
+
 def _firmware(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     bad = [name for name in names if name not in ("bios", "uefi")]
@@ -71,7 +78,9 @@ def register(sub: Any) -> None:
     run.add_argument("--late", type=int, default=0, metavar="N", help="N machines start late")
     run.add_argument("--late-after", type=float, default=0.0, metavar="S", help="late by S secs")
     run.add_argument("--reset", type=int, default=0, metavar="N", help="reset N mid-transfer")
-    run.add_argument("--rate", default="40mbit", help="session rate (default 40mbit)")
+    run.add_argument(
+        "--rate", type=_rate_mbps, default=40.0, metavar="RATE", help="session rate (40mbit)"
+    )
     run.add_argument(
         "--mode",
         choices=["auto", "scheduled"],

@@ -338,8 +338,7 @@ def _deploy(running: RunningLab, args: Any) -> LabRun:
     session = f"lab{number}"
     store = ImageStore.open(directory / "store", create=True)
     stored = store.add(args.image, group="lab", name=f"run{number}-{args.image.name}"[:64])
-    rate = float(str(args.rate).lower().removesuffix("mbit").removesuffix("m"))
-    spec: dict[str, Any] = {"name": session, "image": f"lab/{stored.name}", "rate_mbps": rate}
+    spec: dict[str, Any] = {"name": session, "image": f"lab/{stored.name}", "rate_mbps": args.rate}
     together = args.machines - args.late
     if args.mode == "scheduled" or (args.mode == "" and together > 1 and not args.reset):
         # one multicast session for the machines that boot together: the sender waits for them
