@@ -72,11 +72,23 @@ def register(sub: Any) -> None:
     up.set_defaults(handler=_up)
     run = actions.add_parser("run", parents=[common], help="deploy an image to N QEMU machines")
     run.add_argument("--machines", type=int, default=2, metavar="N", help="1..8 (default 2)")
-    run.add_argument("--image", required=True, type=Path, metavar="PATH")
-    run.add_argument("--firmware", type=_firmware, default=["bios", "uefi"], metavar="LIST")
+    run.add_argument("--image", required=True, type=Path, metavar="PATH", help="WIM to deploy")
+    run.add_argument(
+        "--firmware",
+        type=_firmware,
+        default=["bios", "uefi"],
+        metavar="LIST",
+        help="firmware of the machines in turn (default bios,uefi)",
+    )
     run.add_argument("--loss", type=_loss, default=0, metavar="PCT", help="on the first machine")
     run.add_argument("--late", type=int, default=0, metavar="N", help="N machines start late")
-    run.add_argument("--late-after", type=float, default=0.0, metavar="S", help="late by S secs")
+    run.add_argument(
+        "--late-after",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="after the first transfer began (5)",
+    )
     run.add_argument("--reset", type=int, default=0, metavar="N", help="reset N mid-transfer")
     run.add_argument(
         "--rate", type=_rate_mbps, default=40.0, metavar="RATE", help="session rate (40mbit)"
