@@ -13,6 +13,7 @@ from collections import deque
 from typing import Protocol
 
 from multicast.codec import (
+    ETHERNET_OVERHEAD,
     IP_UDP_OVERHEAD,
     MAX_RANGES,
     UNKNOWN_START,
@@ -65,6 +66,10 @@ Event = (
 
 #: bytes of float rounding forgiven in the token bucket, so a timer never fires short of a send
 _TOKEN_SLACK = 1e-3
+
+
+#: bytes a datagram costs in the token bucket beyond its UDP payload: the rate is the link's
+_WIRE_OVERHEAD = IP_UDP_OVERHEAD + ETHERNET_OVERHEAD
 
 
 class ChunkSource(Protocol):
@@ -137,7 +142,7 @@ class Sender:
         self._repair_credit = 64.0  # repairs allowed before carousel DATA earns more
         self._credit_per_block = settings.repair_share / (1 - settings.repair_share)
         # token bucket (PROTOCOL.md section 6)
-        self._datagram_cost = manifest.block_size + 28 + IP_UDP_OVERHEAD
+        self._datagram_cost = manifest.block_size + 28 + _WIRE_OVERHEAD
         self._tokens = 0.0
         self._tokens_at = now
 
@@ -178,7 +183,7 @@ class Sender:
         del self._control[:budget]
         for o in control:
             if o.to is None:
-                self._tokens -= len(o.data) + IP_UDP_OVERHEAD
+                self._tokens -= len(o.data) + _WIRE_OVERHEAD
         data: list[bytes] = []
         if self.state is not SenderState.RUNNING:
             return control, data
@@ -189,7 +194,7 @@ class Sender:
             if datagram is None:
                 break
             data.append(datagram)
-            self._tokens -= len(datagram) + IP_UDP_OVERHEAD
+            self._tokens -= len(datagram) + _WIRE_OVERHEAD
             room -= 1
         return control, data
 

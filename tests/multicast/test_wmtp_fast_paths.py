@@ -217,3 +217,25 @@ def test_lost_tail_of_the_last_chunk_is_naked_while_repairs_flow_to_others() -> 
     tail = m.blocks_in_chunk(last) - 1
     assert naks and naks[0].ranges == (BlockRange(last, tail, 1),)
     assert now <= 0.2  # tail_timeout (50 ms) plus the NAK back-off, not a REPORT round
+
+
+def test_gaps_of_several_chunks_go_out_in_one_nak() -> None:
+    """A lagging receiver has many open chunks due at once: one NAK per chunk flooded the
+    sender's socket; they are packed within the sender's bounds (128 ranges, one chunk's worth
+    of blocks)."""
+    r, wires = _receiver()
+    m = r.manifest
+    lost = {(c, 5) for c in range(3)} | {(c, 9) for c in range(3)}
+    for wire in wires:
+        d = parse_datagram(wire)
+        assert isinstance(d, DataBlock)
+        if (d.chunk, d.block) not in lost:
+            r.receive(wire, SENDER, 0.0)
+    r.datagrams_to_send(0.0)
+    r.handle_timer(1.0)
+    naks = [
+        p for d, _ in r.datagrams_to_send(1.0) if isinstance(p := parse_datagram(d), RepairRequest)
+    ]
+    assert len(naks) == 1 and r.naks_sent == 1
+    assert sorted((x.chunk, x.first_block) for x in naks[0].ranges) == sorted(lost)
+    assert sum(x.block_count for x in naks[0].ranges) <= m.blocks_in_chunk(0)
