@@ -131,6 +131,22 @@ def _stop(machine: Machine) -> None:
             proc.wait(timeout=10)
 
 
+def _host_accel(kernel: Path) -> str:
+    """KVM or TCG for this host: probed once (up to 10 s), remembered beside the kernel."""
+    forced = os.environ.get("WDS_LAB_ACCEL", "")
+    if forced in ("kvm", "tcg"):
+        return forced
+    remembered = kernel.with_name("accel")
+    with contextlib.suppress(OSError):
+        known = remembered.read_text().strip()
+        if known in ("kvm", "tcg"):
+            return known
+    accel = probe_accel(kernel)
+    with contextlib.suppress(OSError):
+        remembered.write_text(accel + "\n")
+    return accel
+
+
 def run_machines(
     bridge_ns: str,
     directory: Path,
@@ -141,8 +157,8 @@ def run_machines(
     save_pids: Callable[[Path, dict[str, Any], list[int]], None],
 ) -> LabRun:
     started = time.monotonic()
-    accel = state.get("accel") or probe_accel(Path(state["kernel"]))
-    state["accel"] = accel  # probed once per lab (a KVM probe costs up to 10 s)
+    accel = state.get("accel") or _host_accel(Path(state["kernel"]))
+    state["accel"] = accel
     number = state["runs"]
     machines = []
     for index, mac in enumerate(macs):
