@@ -136,6 +136,7 @@ def test_deploy_script_for_a_prestaged_device_with_a_session(tmp_path: Path) -> 
             f"wds.fingerprint={FINGERPRINT}",
             f"wds.device={MAC}",
             "wds.target=/dev/vda",
+            "initrd=initrd.img",
             "console=ttyS0",
             "quiet",
         ]

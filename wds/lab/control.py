@@ -40,7 +40,7 @@ IPXE_FILES = ("undionly.kpxe", "ipxe.efi")
 IPXE_DIR = Path("/usr/lib/ipxe")
 #: what the deploy kernel gets besides the wds.* keys. initrd=: iPXE's EFI build hands the
 #: initrd to the kernel's EFI stub by that name (harmless on BIOS); panic=0: halt, do not reboot
-DEPLOY_CMDLINE = "console=ttyS0,115200 initrd=initrd.img panic=0"
+DEPLOY_CMDLINE = "console=ttyS0,115200 panic=0"
 READY_SECONDS = 60.0
 #: a scheduled session starts at the latest this long after the server (machines still booting)
 SCHEDULE_WAIT = 240.0

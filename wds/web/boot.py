@@ -145,7 +145,12 @@ def _deploy(ctx: ServerContext, mac: str, session: SessionStatus, base: str) -> 
         log.warning("deploy command line for %s not built: unsafe %s", mac, ", ".join(unsafe))
         return _exit(f"cannot build the deploy command line ({', '.join(unsafe)})", "exit: error")
     cmdline = " ".join(f"{key}={value}" for key, value in values.items())
-    extra = " ".join(deploy.cmdline.split())  # one line: a newline would end the command
+    # iPXE's EFI build hands the initrd to the kernel's EFI stub only when the command line
+    # names it (the BIOS build ignores it): name it always, so UEFI machines get their initramfs
+    cmdline += " initrd=initrd.img"
+    extra = " ".join(
+        w for w in deploy.cmdline.split() if w != "initrd=initrd.img"
+    )  # one line: a newline would end the command
     if extra:
         cmdline += " " + extra
     script = (
