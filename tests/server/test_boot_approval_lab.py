@@ -205,7 +205,7 @@ def test_approval_changes_what_a_pending_client_is_told(lab: netns.Lab, tmp_path
     base = f"http://{server_ip}:{HTTP_PORT}"
     assert f"kernel {base}/deploy/vmlinuz wds.server={server_ip}:{HTTP_PORT} " in deploy
     assert "wds.session=lab wds.fingerprint=sha256:" in deploy
-    assert f"wds.device={MAC} wds.target=/dev/vda console=ttyS0\n" in deploy
+    assert f"wds.device={MAC} wds.target=/dev/vda initrd=initrd.img console=ttyS0\n" in deploy
     assert f"initrd {base}/deploy/initrd.img\nboot\n" in deploy
 
     # 5. the device's history, through the CLI
