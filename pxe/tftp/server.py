@@ -21,21 +21,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import logging
 import os
 import socket
-import struct
 import time
 from collections import OrderedDict
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 from pxe.tftp.admission import AdmissionControl, Admitted, AlreadyWaiting, Queued, Refused
 from pxe.tftp.codec import ErrorCode, TftpReadRequest, build_error
 from pxe.tftp.files import FileSource, RootFileSource, ServedFile, SharedFileCache
+from pxe.tftp.logs import log_transfer_end, peer_log
 from pxe.tftp.machine import Outcome, ReadTransfer, TransferSettings
 from pxe.tftp.netif import IP_PKTINFO, PKTINFO_SPACE, MtuCache, parse_pktinfo
 from pxe.tftp.options import OptionLimits, format_options
@@ -47,6 +45,7 @@ from pxe.tftp.requests import (
     classify_request,
     prepare_transfer,
 )
+from pxe.tftp.udpsend import GSO_MAX_SEGMENTS, gso_unsupported, send_each, send_segmented
 from wds.config import TftpConfig
 
 log = logging.getLogger(__name__)
@@ -60,11 +59,6 @@ MAX_TRANSFER_DATAGRAM = 1024
 #: clients whose last effective window is remembered for their next transfer
 HISTORY_SIZE = 4096
 SEND_BUFFER = 4 * 1024 * 1024
-#: UDP generic segmentation offload (<linux/udp.h>): one sendmsg, many datagrams
-SOL_UDP = getattr(socket, "SOL_UDP", 17)
-UDP_SEGMENT = getattr(socket, "UDP_SEGMENT", 103)
-#: UDP_MAX_SEGMENTS of the kernel
-GSO_MAX_SEGMENTS = 64
 #: longest busy-poll for a client's answer after a window burst, seconds (0: never poll)
 BUSY_POLL = 200e-6
 #: busy-poll only while at most this many transfers run (a poll watches one socket)
@@ -75,8 +69,6 @@ BUSY_POLL_SLICE = 1e-3
 BUSY_POLL_MISSES = 2
 #: answers a transfer that stopped polling takes from the event loop before it tries again
 BUSY_POLL_RETRY = 64
-_GSO_UNSUPPORTED = {errno.EIO, errno.EINVAL, errno.ENOPROTOOPT, errno.EOPNOTSUPP, errno.EMSGSIZE}
-_GSO_CMSG: dict[int, list[tuple[int, int, bytes]]] = {}
 
 
 @dataclass(frozen=True)
@@ -450,7 +442,7 @@ class TftpServer:
                     elif session.gso:
                         self._send_group(session, iov, size)
                     else:
-                        _send_each(sock, iov, client)
+                        send_each(sock, iov, client)
             except (BlockingIOError, InterruptedError):
                 # the socket buffer is full: the rest counts as lost, the timer resends it
                 session.send_failures += 1
@@ -473,19 +465,16 @@ class TftpServer:
 
     def _send_group(self, session: _Session, iov: list[bytes | memoryview], size: int) -> None:
         """Hand ``count`` datagrams to the kernel in one call (UDP_SEGMENT, Linux 4.18+)."""
-        ancillary = _GSO_CMSG.get(size)
-        if ancillary is None:
-            ancillary = _GSO_CMSG[size] = [(SOL_UDP, UDP_SEGMENT, struct.pack("=H", size))]
         try:
-            session.sock.sendmsg(iov, ancillary, 0, session.client)
+            send_segmented(session.sock, iov, size, session.client)
         except OSError as exc:
-            if exc.errno not in _GSO_UNSUPPORTED:
+            if not gso_unsupported(exc):
                 raise
             # no segmentation offload on this path (old kernel, a route MTU below the segment):
             # this transfer sends datagram by datagram from now on
             session.gso = False
             peer_log(session.client).debug("UDP segmentation offload unavailable: %s", exc)
-            _send_each(session.sock, iov, session.client)
+            send_each(session.sock, iov, session.client)
 
     def _on_timer(self, session: _Session) -> None:
         session.timer = None
@@ -505,7 +494,6 @@ class TftpServer:
         served = session.prepared.served
         elapsed = max(machine.finished_at - machine.started_at, 1e-6)
         stats = machine.stats
-        options = format_options(machine.negotiated.oack)
         if machine.outcome is not Outcome.DECLINED:
             self.retransmitted += stats.retransmitted
             if self.on_transfer_end is not None:
@@ -524,39 +512,9 @@ class TftpServer:
         if machine.outcome is Outcome.COMPLETED:
             self.completed += 1
             self.bytes_sent += machine.size
-            peer_log(client).info(
-                "fetched %s (%d bytes, %s, options %s) in %.3f s, %.2f MiB/s, "
-                "%d datagrams, %d retransmitted, %d timeouts, rtt %s, window min %.1f",
-                served.name,
-                machine.size,
-                session.prepared.mode,
-                options,
-                elapsed,
-                machine.size / elapsed / 1048576,
-                stats.datagrams_sent,
-                stats.retransmitted,
-                stats.timeouts,
-                _ms(machine.srtt),
-                stats.min_window,
-            )
-        elif machine.outcome is Outcome.DECLINED:
-            peer_log(client).debug(
-                "declined the options %s for %s (%s); it may ask again",
-                options,
-                served.name,
-                machine.message,
-            )
-        else:
+        elif machine.outcome is not Outcome.DECLINED:
             self.failed += 1
-            peer_log(client).warning(
-                "transfer of %s %s after %d of %d bytes: %s (%d retransmitted)",
-                served.name,
-                machine.outcome.value if machine.outcome else "ended",
-                min(machine.acked * machine.blksize, machine.size),
-                machine.size,
-                machine.message,
-                stats.retransmitted,
-            )
+        log_transfer_end(client, machine, served.name, session.prepared.mode)
         self._remember_window(client[0], machine)
         self._close_session(session, None)
 
@@ -623,40 +581,8 @@ class TftpServer:
         return loop.time()
 
 
-if TYPE_CHECKING:
-    _Adapter = logging.LoggerAdapter[logging.Logger]
-else:
-    _Adapter = logging.LoggerAdapter
-
-
-class PeerLog(_Adapter):
-    """Log lines about one client: prefixed with its address:port, which is also in ``peer``."""
-
-    def process(
-        self, msg: Any, kwargs: MutableMapping[str, Any]
-    ) -> tuple[Any, MutableMapping[str, Any]]:
-        peer = self.extra["peer"] if self.extra else "?"
-        kwargs["extra"] = {**(self.extra or {}), **kwargs.get("extra", {})}
-        return f"{peer} {msg}", kwargs
-
-
-def peer_log(client: tuple[str, int]) -> PeerLog:
-    return PeerLog(log, {"peer": f"{client[0]}:{client[1]}"})
-
-
-def _send_each(sock: socket.socket, iov: list[bytes | memoryview], client: tuple[str, int]) -> None:
-    """Send a datagram group one datagram (header + payload, two buffers) at a time."""
-    join = b"".join
-    for i in range(0, len(iov), 2):
-        sock.sendto(join(iov[i : i + 2]), client)
-
-
 def _not_started(*_args: object) -> asyncio.TimerHandle:
     raise RuntimeError("TftpServer.start() was not called")
-
-
-def _ms(value: float | None) -> str:
-    return "-" if value is None else f"{value * 1000:.1f} ms"
 
 
 async def run_tftp_server(
