@@ -6,9 +6,11 @@
 
 For each receiver count it builds a lab (tests/lab/netns.py): a sender namespace and N receiver
 namespaces on one bridge (multicast snooping off), the sender's egress shaped by tbf (--link,
-500mbit), independent loss at each receiver (nftables `numgen random` on its input hook). Nothing
-is created in the host's namespace; everything is removed at the end, also on failure. Each tool
-then sends the same file (in /dev/shm) to all N receivers:
+500mbit), the veths made to behave like NICs (--nic gro: GRO at the receivers, segmentation at
+the sender; see set_offloads), independent loss per receiver on the bridge's port to it (nftables
+`numgen random`, before the receiver's GRO). Nothing is created in the host's namespace;
+everything is removed at the end, also on failure. Each tool then sends the same file (in
+/dev/shm) to all N receivers:
 
 * wds: `wds send --rate LINK --min-clients N` / `wds receive --json` (verifies every chunk and the
   whole file itself before it exits);
@@ -18,9 +20,10 @@ then sends the same file (in /dev/shm) to all N receivers:
 Measured per run: the time from starting the sender to the last receiver done (all start-up
 included: wds hashes the file and serves the manifest, uftp announces, udpcast waits for its
 receivers), the CPU seconds of every process of the tool (sender and receivers, from wait4) per GB
-delivered (file size x receivers), and whether every output is sha256-identical to the source. A
-run has a time limit (--limit); a tool that fails or runs out of time is reported as such, and
-every process started is killed.
+delivered (file size x receivers) with each side's share of a core and how busy the whole host
+was (so that a row says whether the host or the link was the limit), and whether every output is
+sha256-identical to the source. A run has a time limit (--limit); a tool that fails or runs out
+of time is reported as such, and every process started is killed.
 """
 
 from __future__ import annotations
