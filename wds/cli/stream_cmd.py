@@ -108,7 +108,13 @@ def register(sub: Any) -> None:
     s.add_argument("--min-clients", type=int, default=0, metavar="N", help="start at N joined")
     s.add_argument("--start-at", metavar="TIME", help="ISO 8601 start time (local if no zone)")
     s.add_argument("--max-wait", type=float, default=0.0, metavar="SECONDS")
-    s.add_argument("--rate", type=parse_rate, default=parse_rate("100mbit"), metavar="RATE")
+    s.add_argument(
+        "--rate",
+        type=parse_rate,
+        default=parse_rate("100mbit"),
+        metavar="RATE",
+        help="maximum rate on the link, Ethernet framing included, e.g. 500mbit (default 100mbit)",
+    )
     trust = s.add_mutually_exclusive_group(required=True)
     trust.add_argument("--key", type=Path, metavar="FILE", help="Ed25519 key from wds keygen")
     trust.add_argument(
