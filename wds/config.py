@@ -170,6 +170,11 @@ class TftpConfig:
         _between(0.001, 255),
     )
     adaptive: bool = opt(True, "measure round trips for the timeout and shrink the window on loss")
+    busy_poll_us: int = opt(
+        200,
+        "microseconds to poll for a client's ACK after a window while one transfer runs; 0 = off",
+        _between(0, 1000),
+    )
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ DatagramProtocol transport, and the send path is a bare ``sendto`` of header + m
 * Timers are lazy: each transfer has at most one pending ``call_at``; an ACK that moves the deadline
   later does not touch it, the timer re-arms itself when it fires early.
 * Busy-poll: while at most :data:`BUSY_POLL_MAX_TRANSFERS` transfers run, after a window has gone
-  out the transfer socket is polled for the client's ACK for up to :data:`BUSY_POLL` seconds
+  out the transfer socket is polled for the client's ACK for up to ``[tftp] busy_poll_us``
   instead of sleeping in the event loop. A sleeping process on an idle CPU takes tens of
   microseconds to wake (much more in a VM, where the idle CPU halts), and that wake-up is paid
   once per window; docs/TFTP.md ("Performance") has the measurements.
@@ -60,7 +60,7 @@ MAX_TRANSFER_DATAGRAM = 1024
 HISTORY_SIZE = 4096
 SEND_BUFFER = 4 * 1024 * 1024
 #: longest busy-poll for a client's answer after a window burst, seconds (0: never poll)
-BUSY_POLL = 200e-6
+BUSY_POLL = 200e-6  # the default of [tftp] busy_poll_us, in seconds
 #: busy-poll only while at most this many transfers run (a poll watches one socket)
 BUSY_POLL_MAX_TRANSFERS = 1
 #: longest stretch the poll keeps the event loop from other work before it yields a turn, seconds
@@ -121,13 +121,13 @@ class TftpServer:
         *,
         source: FileSource | None = None,
         gso: bool = True,
-        busy_poll: float = BUSY_POLL,
+        busy_poll: float | None = None,
     ) -> None:
         self.config = config
         #: try UDP segmentation offload for window bursts (falls back per transfer by itself)
         self.gso = gso
         #: seconds to poll for a client's answer after a burst (see the module docstring)
-        self.busy_poll = busy_poll
+        self.busy_poll = config.busy_poll_us / 1e6 if busy_poll is None else busy_poll
         self.cache = SharedFileCache()
         self.source: FileSource = source or RootFileSource(
             Path(config.root), case_insensitive=config.case_insensitive, cache=self.cache
