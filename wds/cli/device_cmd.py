@@ -24,7 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from wds.config import load_config
+from wds.config import Config, load_config
 from wds.devices import Device, DeviceEvent, DeviceStore, parse_device_id
 from wds.web.client import (
     DEFAULT_CONFIG,
@@ -114,7 +114,8 @@ def _client(args: argparse.Namespace) -> AdminClient | None:
 def _open(args: argparse.Namespace) -> DeviceStore:
     state_dir = args.state_dir
     if state_dir is None:
-        state_dir = load_config(args.config or DEFAULT_CONFIG).server.state_dir
+        config_file = args.config or (DEFAULT_CONFIG if Path(DEFAULT_CONFIG).is_file() else None)
+        state_dir = (load_config(config_file) if config_file else Config()).server.state_dir
         _say(args, f"device records: the database in {state_dir}")
     return DeviceStore.open(state_dir, create=True)
 
