@@ -24,23 +24,41 @@ exit status: 0 success, 1 failure (a bad config, a corrupt image, a refused requ
 Run 'wds COMMAND --help' for the options of one command.
 """
 
-#: command modules, each with register(subparsers); imported lazily so one broken optional
-#: dependency cannot break unrelated commands.
-COMMAND_MODULES = (
-    "wds.cli.config_cmd",
-    "wds.cli.image_cmd",
-    "wds.cli.tftp_cmd",
-    "wds.cli.serve_cmd",
-    "wds.cli.device_cmd",
-    "wds.cli.status_cmd",
-    "wds.cli.session_cmd",
-    "wds.cli.pxe_cmd",
-    "wds.cli.stream_cmd",
-    "wds.cli.lab_cmd",
-)
+#: command modules, each with register(subparsers), by the top-level commands they add. Imported
+#: lazily: ``wds receive`` builds only its own module's parser, so a machine booting into the
+#: deploy environment (or eight receivers started at once) does not pay for the image store,
+#: the WIM reader and the web client at start-up; ``wds --help`` imports them all. A module
+#: whose optional dependency is missing cannot break unrelated commands either.
+COMMAND_MODULES: dict[str, str] = {
+    "check-config": "wds.cli.config_cmd",
+    "image": "wds.cli.image_cmd",
+    "tftp": "wds.cli.tftp_cmd",
+    "serve": "wds.cli.serve_cmd",
+    "device": "wds.cli.device_cmd",
+    "status": "wds.cli.status_cmd",
+    "session": "wds.cli.session_cmd",
+    "pxe": "wds.cli.pxe_cmd",
+    "send": "wds.cli.stream_cmd",
+    "receive": "wds.cli.stream_cmd",
+    "keygen": "wds.cli.stream_cmd",
+    "lab": "wds.cli.lab_cmd",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
+def command_of(argv: Sequence[str]) -> str | None:
+    """The command word of ``argv`` (the first argument that is not a global option), if it
+    names a known command; None for ``wds``, ``wds --help``, ``wds -v`` or a typo."""
+    for arg in argv:
+        if arg == "--":
+            return None
+        if not arg.startswith("-"):
+            return arg if arg in COMMAND_MODULES else None
+    return None
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The whole parser, or (``command`` given) one with only that command's module loaded:
+    the same options and help for that command, a faster start."""
     parser = argparse.ArgumentParser(
         prog="wds",
         description=DESCRIPTION,
@@ -54,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     import importlib
 
-    for name in COMMAND_MODULES:
+    names = (COMMAND_MODULES[command],) if command else dict.fromkeys(COMMAND_MODULES.values())
+    for name in names:
         try:
             module = importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -66,8 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    parser = build_parser(command_of(args_list))
+    args = parser.parse_args(args_list)
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     setup_logging(level)  # journald-ready under systemd (wds.logs)
     handler = getattr(args, "handler", None)
