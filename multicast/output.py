@@ -7,6 +7,14 @@ never a partial one. Next to it lives ``<target>.wds-bitmap``: 16 header bytes (
 the first 8 bytes of the manifest's ``image_sha256``) then one bit per verified chunk, MSB first.
 A chunk's data reaches the disk (``fdatasync``) before its bit does, so a set bit never describes
 bytes that were not written. A bitmap whose header does not match the manifest is ignored.
+
+The whole-file SHA-256 is a running hash of the file as read back: whenever the run of verified
+chunks from the start of the file grows, the new chunks are read back from the file (after their
+``fdatasync``) and fed to it, on the writer thread while the transfer goes on. At the end only
+the chunks not yet hashed are read, instead of the whole image at once (eight receivers on one
+host all did that at the same moment). ``readback=True`` (``wds receive --readback``) adds a
+full second check at the end: the file is fsynced, dropped from the page cache and read back from
+the medium.
 """
 
 from __future__ import annotations
@@ -39,14 +47,19 @@ class ImageMismatch(WdsError):
 
 
 class ImageOutput:
-    def __init__(self, target: Path, manifest: ChunkManifest, *, sync: bool = True) -> None:
+    def __init__(
+        self, target: Path, manifest: ChunkManifest, *, sync: bool = True, readback: bool = False
+    ) -> None:
         self.target = target
+        self.readback = readback
         self.bitmap_path = target.with_name(target.name + BITMAP_SUFFIX)
         self.partial_path = target.with_name(target.name + PARTIAL_SUFFIX)
         self.manifest = manifest
         self.sync = sync
         self._header = BITMAP_MAGIC + manifest.image_sha256[:8]
         self._have = bytearray((manifest.chunk_count + 7) // 8)
+        self._digest = hashlib.sha256()  # over chunks [0, _hashed), as read back from the file
+        self._hashed = 0
         try:
             if target.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "is a directory")
@@ -105,24 +118,43 @@ class ImageOutput:
             self._flush(self._bitmap_fd)
         except OSError as exc:
             raise OutputError(f"{self.target}: cannot write chunk {index}: {exc}") from None
+        if index == self._hashed:
+            self._advance()
+
+    def _advance(self) -> None:
+        """Feed the running hash the verified chunks that now follow its end, read back from
+        the file (a chunk is hashed once; the bitmap bounds the loop)."""
+        m, have = self.manifest, self._have
+        try:
+            while self._hashed < m.chunk_count and have[self._hashed >> 3] & (
+                0x80 >> (self._hashed & 7)
+            ):
+                i = self._hashed
+                block = os.pread(self._fd, m.chunk_length(i), i * m.chunk_size)
+                if len(block) != m.chunk_length(i):
+                    raise OSError(errno.EIO, f"chunk {i} reads back short")
+                self._digest.update(block)
+                self._hashed += 1
+        except OSError as exc:
+            raise OutputError(f"{self.target}: cannot read back: {exc}") from None
 
     def verify_whole(self) -> None:
-        """Read the file back and check its SHA-256; on success the partial file becomes the
-        target and the bitmap is removed."""
-        digest = hashlib.sha256()
+        """Check the whole file's SHA-256 (the running hash, finished over what is left; with
+        ``readback`` also a full re-read from the medium); on success the partial file becomes
+        the target and the bitmap is removed."""
+        self._advance()
         try:
-            offset = 0
-            while offset < self.manifest.image_size:
-                block = os.pread(self._fd, min(_READ, self.manifest.image_size - offset), offset)
-                if not block:
-                    break
-                digest.update(block)
-                offset += len(block)
+            if self._hashed != self.manifest.chunk_count:
+                good = False  # not every chunk is there: never the image
+            else:
+                good = self._digest.digest() == self.manifest.image_sha256
+                if good and self.readback:
+                    good = self._reread() == self.manifest.image_sha256
         except OSError as exc:
             raise OutputError(f"{self.target}: cannot read back: {exc}") from None
         # either way the bitmap is of no further use: a mismatch must not be resumed
         self.bitmap_path.unlink(missing_ok=True)
-        if digest.digest() != self.manifest.image_sha256:
+        if not good:
             raise ImageMismatch(
                 f"{self.target}: every chunk verified but the file's SHA-256 differs "
                 "(disk or memory fault?); run again to fetch it from scratch"
@@ -134,6 +166,22 @@ class ImageOutput:
             raise OutputError(
                 f"{self.target}: cannot move the verified image in place: {exc}"
             ) from None
+
+    def _reread(self) -> bytes:
+        """The SHA-256 of the file as the medium has it: fsync, drop the cached pages, read."""
+        size = self.manifest.image_size
+        os.fsync(self._fd)
+        with contextlib.suppress(OSError):  # tmpfs and friends keep it anyway
+            os.posix_fadvise(self._fd, 0, size, os.POSIX_FADV_DONTNEED)
+        digest = hashlib.sha256()
+        offset = 0
+        while offset < size:
+            block = os.pread(self._fd, min(_READ, size - offset), offset)
+            if not block:
+                break
+            digest.update(block)
+            offset += len(block)
+        return digest.digest()
 
     def close(self) -> None:
         for fd in (self._fd, self._bitmap_fd):
