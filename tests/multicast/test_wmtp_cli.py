@@ -96,7 +96,11 @@ def test_three_receiver_processes_get_the_exact_bytes(tmp_path: Path) -> None:
     pub = str(tmp_path / "k" / "manifest.pub")
     args = ("--key", str(tmp_path / "k" / "manifest.key"), "--rate", "200mbit")
     with wds_send(tmp_path / "install.wim", *args, "--min-clients", "3", "--max-wait", "20") as s:
-        procs = [receive(s, tmp_path / f"out{i}", "--pubkey", pub) for i in range(3)]
+        # one of them also re-reads the whole image from the disk at the end (--readback)
+        procs = [
+            receive(s, tmp_path / f"out{i}", "--pubkey", pub, *(["--readback"] * (i == 2)))
+            for i in range(3)
+        ]
         results = [summary(p) for p in procs]
         sent, _ = s.proc.communicate(timeout=30)
     assert s.proc.returncode == 0 and "completed=3" in sent, sent
@@ -113,7 +117,7 @@ def test_unicast_receiver_fetches_ranges_with_the_same_verification(tmp_path: Pa
     data = _image(tmp_path / "install.wim", 5 * MiB + 7, 2)
     with wds_send(tmp_path / "install.wim", "--insecure") as s:
         code, result = summary(
-            receive(s, tmp_path / "out", "--fingerprint", s.fingerprint, "--unicast")
+            receive(s, tmp_path / "out", "--fingerprint", s.fingerprint, "--unicast", "--readback")
         )
     assert code == 0, result
     assert result["mode"] == "unicast" and result["chunks_unicast"] == 6
@@ -184,3 +188,43 @@ def test_sigterm_is_exit_130_with_a_summary_and_no_target_file(tmp_path: Path) -
     assert code == 130 and result["verified"] is False and result["failure"], result
     assert not (tmp_path / "out").exists()
     assert (tmp_path / "out.wds-bitmap").exists()  # a rerun resumes
+
+
+def _free_tcp_port() -> int:
+    with socket.socket() as s:
+        s.bind((LOOPBACK, 0))
+        return int(s.getsockname()[1])
+
+
+def test_a_receiver_started_before_the_sender_waits_for_it(tmp_path: Path) -> None:
+    """A machine that boots faster than the server starts: `wds receive` retries the
+    connection for --wait-server seconds, then gets the image like any other receiver."""
+    data = _image(tmp_path / "install.wim", 3 * MiB + 5, 7)
+    port = _free_tcp_port()
+    early = Session(None, port, "")  # type: ignore[arg-type]
+    proc = receive(early, tmp_path / "out", "--insecure", "--wait-server", "20")
+    try:
+        time.sleep(1.0)  # the receiver has been refused a few times by now
+        assert proc.poll() is None
+        cmd = ["wds", "send", str(tmp_path / "install.wim"), "--session", "img"]
+        cmd += ["--listen", LOOPBACK, "--port", str(port), "--interface", LOOPBACK]
+        cmd += ["--group", _group(), "--group-port", str(_free_udp_port())]
+        cmd += ["--insecure", "--timeout", "60", "--min-clients", "1"]
+        sender = subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+        code, result = summary(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert sender.returncode == 0, sender.stdout + sender.stderr
+    assert code == 0 and result["verified"] is True, result
+    assert (tmp_path / "out").read_bytes() == data
+
+
+def test_no_server_is_exit_1_after_the_wait(tmp_path: Path) -> None:
+    nobody = Session(None, _free_tcp_port(), "")  # type: ignore[arg-type]
+    started = time.monotonic()
+    code, result = summary(receive(nobody, tmp_path / "out", "--insecure", "--wait-server", "1"))
+    assert code == 1 and "cannot fetch the manifest" in str(result["failure"]), result
+    assert 0.9 < time.monotonic() - started < 15
+    assert not (tmp_path / "out").exists()

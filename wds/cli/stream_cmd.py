@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import errno
 import functools
 import hashlib
 import json
@@ -147,8 +148,22 @@ def register(sub: Any) -> None:
     r.add_argument("--json", action="store_true", help="print a JSON summary at the end")
     r.add_argument("--timeout", type=float, default=3600.0, help="give up after SECONDS")
     r.add_argument("--sender-timeout", type=float, default=15.0, help="silence that ends multicast")
+    r.add_argument(
+        "--wait-server",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="keep trying to reach the server this long while nothing listens yet or the "
+        "network is not up (default 30; 0 = one try)",
+    )
     r.add_argument("--parallel", type=int, default=4, help="HTTP connections with --unicast")
     r.add_argument("--no-gro", action="store_true", help="one recvmsg per datagram (no UDP_GRO)")
+    r.add_argument(
+        "--readback",
+        action="store_true",
+        help="at the end, also drop the image from the page cache and hash it again as the disk "
+        "has it (a second full read; the default hashes each chunk read back after its write)",
+    )
     r.set_defaults(handler=run_receive)
 
     k: argparse.ArgumentParser = sub.add_parser(
@@ -373,17 +388,36 @@ def _run_main(coro: Any) -> int:
         return 130
 
 
+#: connection errors that mean "not yet": nothing listens (the server is starting), the network
+#: or its route is not up (a machine that just booted); anything else fails at once
+_NOT_YET = (ConnectionRefusedError, ConnectionResetError)
+_NOT_YET_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EADDRNOTAVAIL)
+
+
+async def _fetch_manifest(args: argparse.Namespace, path: str) -> bytes:
+    """The manifest, retried (50 ms doubling to 1 s) while the server cannot be reached yet,
+    for at most ``--wait-server`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max(0.0, args.wait_server)
+    pause = 0.05
+    while True:
+        try:
+            return await fetch_whole(
+                args.host, args.http_port, path, max_length=MAX_MANIFEST_BYTES, timeout=30.0
+            )
+        except OSError as exc:
+            not_yet = isinstance(exc, _NOT_YET) or exc.errno in _NOT_YET_ERRNOS
+            if not not_yet or loop.time() + pause > deadline:
+                raise
+        await asyncio.sleep(pause)
+        pause = min(1.0, pause * 2)
+
+
 async def _receive(args: argparse.Namespace, summary: Summary) -> int:
     loop = asyncio.get_running_loop()
     base = f"/sessions/{args.session}"
     try:
-        wire = await fetch_whole(
-            args.host,
-            args.http_port,
-            f"{base}/manifest",
-            max_length=MAX_MANIFEST_BYTES,
-            timeout=30.0,
-        )
+        wire = await _fetch_manifest(args, f"{base}/manifest")
     except (OSError, TimeoutError) as exc:
         summary.failure = f"cannot fetch the manifest from {args.server}: {exc}"
         return EXIT_FAILED
@@ -392,7 +426,7 @@ async def _receive(args: argparse.Namespace, summary: Summary) -> int:
         wire, public_key=public, key_fingerprint=args.fingerprint, insecure=args.insecure
     )
     summary.bytes, summary.chunks = manifest.image_size, manifest.chunk_count
-    output = ImageOutput(args.out, manifest)
+    output = ImageOutput(args.out, manifest, readback=args.readback)
     fetch = functools.partial(fetch_range, args.host, args.http_port, f"{base}/image")
     started = time.monotonic()
     try:
