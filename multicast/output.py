@@ -23,6 +23,7 @@ import contextlib
 import errno
 import hashlib
 import os
+import threading
 from pathlib import Path
 
 from multicast.codec import ChunkManifest
@@ -60,6 +61,9 @@ class ImageOutput:
         self._have = bytearray((manifest.chunk_count + 7) // 8)
         self._digest = hashlib.sha256()  # over chunks [0, _hashed), as read back from the file
         self._hashed = 0
+        # write_chunk may be called from several threads (the unicast fetches): the bitmap and
+        # the running hash are updated under this lock, the chunk's pwrite is not
+        self._lock = threading.Lock()
         try:
             if target.is_dir():
                 raise IsADirectoryError(errno.EISDIR, "is a directory")
@@ -112,14 +116,16 @@ class ImageOutput:
         try:
             os.pwrite(self._fd, data, index * m.chunk_size)
             self._flush(self._fd)  # data first, then the bit that says it is there
-            self._have[index >> 3] |= 0x80 >> (index & 7)
-            byte = index >> 3
-            os.pwrite(self._bitmap_fd, self._have[byte : byte + 1], len(self._header) + byte)
-            self._flush(self._bitmap_fd)
+            with self._lock:
+                self._have[index >> 3] |= 0x80 >> (index & 7)
+                byte = index >> 3
+                os.pwrite(self._bitmap_fd, self._have[byte : byte + 1], len(self._header) + byte)
+                self._flush(self._bitmap_fd)
         except OSError as exc:
             raise OutputError(f"{self.target}: cannot write chunk {index}: {exc}") from None
         if index == self._hashed:
-            self._advance()
+            with self._lock:
+                self._advance()
 
     def _advance(self) -> None:
         """Feed the running hash the verified chunks that now follow its end, read back from
@@ -142,7 +148,8 @@ class ImageOutput:
         """Check the whole file's SHA-256 (the running hash, finished over what is left; with
         ``readback`` also a full re-read from the medium); on success the partial file becomes
         the target and the bitmap is removed."""
-        self._advance()
+        with self._lock:
+            self._advance()
         try:
             if self._hashed != self.manifest.chunk_count:
                 good = False  # not every chunk is there: never the image
