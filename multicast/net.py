@@ -438,7 +438,11 @@ class ReceiverService:
         (feedback, timer) for the whole drain. Returns the reads that returned a datagram."""
         now = asyncio.get_running_loop().time()
         sock, buf, view = self._group_sock, self._rbuf, self._rview
-        receive, handle = self.receiver.receive, self._events
+        receive, receive_batch, handle = (
+            self.receiver.receive,
+            self.receiver.receive_batch,
+            self._events,
+        )
         self.wakeups += 1
         reads = 0
         for _ in range(RECV_BATCH):
@@ -462,10 +466,9 @@ class ReceiverService:
                     handle(events)
                 continue
             self.datagrams += (n + seg - 1) // seg
-            for off in range(0, n, seg):
-                events = receive(view[off : min(off + seg, n)], source, now)
-                if events:
-                    handle(events)
+            events = receive_batch(view, n, seg, source, now)
+            if events:
+                handle(events)
         self.reads += reads
         self._step()
         return reads

@@ -215,6 +215,45 @@ class Receiver:
         self._dispatch(d, addr, now)
         return self._drain()
 
+    def receive_batch(
+        self, buf: memoryview, n: int, seg: int, addr: Address, now: float
+    ) -> list[Event]:
+        """The first ``n`` bytes of ``buf`` hold datagrams of ``seg`` bytes each (the last may be
+        shorter), all from ``addr``: one UDP_GRO read. The same as ``receive`` for each of them,
+        in order, with the per-datagram work of the DATA path only (no call, view or event list
+        per datagram; PROTOCOL.md 11). ``buf`` is not kept."""
+        if seg <= 0 or (self._sender is not None and addr != self._sender):
+            seg = n if seg <= 0 else seg
+            out: list[Event] = []
+            for off in range(0, n, seg):
+                out.extend(self.receive(buf[off : min(off + seg, n)], addr, now))
+            return out
+        unpack, on_block = DATA_WORDS.unpack_from, self._on_block
+        sid, payload_max = self.manifest.session_id, seg - DATA_HEADER_SIZE
+        heard = False
+        for off in range(0, n, seg):
+            end = off + seg
+            if end > n:
+                end, payload_max = n, n - off - DATA_HEADER_SIZE
+            if payload_max > 0 and buf[off + 3] == 1:
+                lead, s, seq, chunk, block, length, flags = unpack(buf, off)
+                if (
+                    lead == DATA_LEAD
+                    and s == sid
+                    and (flags == 0 or flags == DATA_REPAIR_WORD)
+                    and length == payload_max
+                    and length <= MAX_BLOCK_SIZE
+                ):
+                    on_block(chunk, block, seq, buf[off + DATA_HEADER_SIZE : end], flags != 0, now)
+                    heard = True
+                    continue
+            # receive() drains self._events (those of this batch so far included): keep them all
+            drained = self.receive(buf[off:end], addr, now)
+            self._events.extend(drained)
+        if heard:
+            self._last_heard = now
+        return self._drain()
+
     def receive_chunk(self, index: int, data: bytes, now: float) -> list[Event]:
         """A chunk fetched by unicast (HTTP range): verified exactly like multicast ones."""
         if not 0 <= index < self.manifest.chunk_count:

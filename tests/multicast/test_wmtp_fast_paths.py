@@ -239,3 +239,79 @@ def test_gaps_of_several_chunks_go_out_in_one_nak() -> None:
     assert len(naks) == 1 and r.naks_sent == 1
     assert sorted((x.chunk, x.first_block) for x in naks[0].ranges) == sorted(lost)
     assert sum(x.block_count for x in naks[0].ranges) <= m.blocks_in_chunk(0)
+
+
+def _events_one_by_one(r: Receiver, segments: list[bytes], addr: tuple[str, int]) -> list[object]:
+    return [e for s in segments for e in r.receive(s, addr, 0.5)]
+
+
+def _events_as_batches(
+    r: Receiver, segments: list[bytes], addr: tuple[str, int], per: int
+) -> list[object]:
+    """GRO reads: runs of up to ``per`` equal-sized segments, the last of a run may be shorter
+    (what the kernel coalesces), each run in one reused buffer."""
+    buf = bytearray(65536)
+    view = memoryview(buf)
+    out: list[object] = []
+    i = 0
+    while i < len(segments):
+        seg = len(segments[i])
+        j = i + 1
+        while j < len(segments) and j - i < per and len(segments[j]) == seg:
+            j += 1
+        if j < len(segments) and j - i < per and len(segments[j]) < seg:
+            j += 1  # a shorter datagram may end a GRO batch
+        blob = b"".join(segments[i:j])
+        buf[: len(blob)] = blob
+        out.extend(r.receive_batch(view, len(blob), seg, addr, 0.5))
+        buf[: len(blob)] = bytes(len(blob))  # the next read overwrites the buffer
+        i = j
+    return out
+
+
+def test_a_gro_batch_is_the_same_as_its_datagrams_one_by_one() -> None:
+    """receive_batch (one GRO read) gives the same events, in the same order, and the same end
+    state as receive() per datagram: clean DATA, duplicates, a corrupted block (rejected chunk,
+    re-requested), another session, a malformed header, a non-DATA datagram of the same size,
+    a shorter last datagram, and everything from a host that is not the sender."""
+    rng = random.Random(5)
+    _, wires = _receiver()
+    m, digest = make_manifest(IMAGE)
+    segments: list[bytes] = []
+    for k, wire in enumerate(wires):
+        segments.append(wire)
+        if k % 17 == 3:
+            segments.append(wire)  # duplicate
+        if k % 29 == 7:
+            bad = bytearray(wire)
+            bad[-1] ^= 0xFF  # a damaged copy arriving first: the chunk fails its hash
+            segments[-1] = bytes(bad)
+            segments.append(wire)
+        if k % 41 == 11:
+            other = bytearray(wire)
+            other[4] ^= 1  # another session
+            segments.append(bytes(other))
+        if k % 53 == 13:
+            segments.append(wire[:3] + b"\x07" + wire[4:])  # unknown type, DATA-sized
+        if k % 59 == 17:
+            segments.append(bytes(len(wire)))  # zeros
+    segments.append(build_datagram(Announce(m.session_id, SenderState.RUNNING, 1, 1, 0, digest)))
+    middle = segments[40:120]
+    rng.shuffle(middle)  # some reordering
+    segments[40:120] = middle
+    for addr in (SENDER, ("198.18.9.9", 1)):
+        for per in (1, 7, 44):
+            one, _ = _receiver()
+            batch, _ = _receiver()
+            expected = _events_one_by_one(one, segments, addr)
+            got = _events_as_batches(batch, segments, addr, per)
+            assert got == expected
+            assert one.have_bitmap == batch.have_bitmap
+            assert one.rejected_chunks == batch.rejected_chunks
+            assert one.next_timer() == batch.next_timer()
+            assert [d for d, _ in one.datagrams_to_send(1.0)] == [
+                d for d, _ in batch.datagrams_to_send(1.0)
+            ]
+    done, _ = _receiver()
+    _events_as_batches(done, wires, SENDER, 44)
+    assert done.verified_chunks == m.chunk_count
