@@ -169,6 +169,13 @@ def wait_all(procs: list[Proc], deadline: float) -> bool:
     return False
 
 
+def wds_command() -> str:
+    """The installed console script beside this interpreter, as a deployed machine runs it (a
+    version manager's shim on PATH, such as pyenv's, costs a bash start per process)."""
+    beside = Path(sys.executable).with_name("wds")
+    return str(beside) if beside.exists() else "wds"
+
+
 def run_wds(
     snd: netns.Namespace,
     rcv: list[netns.Namespace],
@@ -178,24 +185,25 @@ def run_wds(
     limit: float,
     unicast: bool = False,
 ) -> Started:
+    # the server's signing key exists before a deployment (wds serve keeps one; receivers are
+    # given its public key), so it is made before the clock starts
+    wds = wds_command()
+    subprocess.run([wds, "keygen", "--out", str(work / "key")], check=True, capture_output=True)
     t0 = time.monotonic()
-    send = ["wds", "send", str(image), "--session", "bench", "--listen", snd.addr()]
-    send += ["--port", "8080", "--interface", snd.addr(), "--group", GROUP, "--insecure"]
+    send = [wds, "send", str(image), "--session", "bench", "--listen", snd.addr()]
+    send += ["--port", "8080", "--interface", snd.addr(), "--group", GROUP]
+    send += ["--key", str(work / "key" / "manifest.key")]
     send += ["--rate", link, "--min-clients", str(len(rcv)), "--max-wait", "30"]
     send += ["--linger", "0.5", "--timeout", str(int(limit))]
     sender = Proc(snd, send, work / "sender.log")
-    deadline = t0 + 60
-    fp = None
-    while fp is None and time.monotonic() < deadline and not sender.poll():
-        fp = re.search(r"key (sha256:[0-9a-f]+)", sender.text())
-        time.sleep(0.02)
-    if fp is None:
-        raise RuntimeError("wds send did not start: " + sender.text()[-500:])
+    # started with the sender, as udpcast's receivers are: each retries the connection until
+    # the sender serves the manifest (--wait-server)
     outs = [work / f"out{i}" for i in range(len(rcv))]
     receivers = [
-        Proc(ns, ["wds", "receive", "--server", f"{snd.addr()}:8080", "--session", "bench",
-                  "--out", str(out), "--fingerprint", fp.group(1), "--json",
-                  "--timeout", str(int(limit)), *(["--unicast"] if unicast else [])],
+        Proc(ns, [wds, "receive", "--server", f"{snd.addr()}:8080", "--session", "bench",
+                  "--out", str(out), "--pubkey", str(work / "key" / "manifest.pub"), "--json",
+                  "--timeout", str(int(limit)), "--wait-server", "60",
+                  *(["--unicast"] if unicast else [])],
              work / f"r{i}.log")
         for i, (ns, out) in enumerate(zip(rcv, outs, strict=True))
     ]  # fmt: skip
@@ -239,7 +247,6 @@ def run_uftp(
     limit: float,
 ) -> Started:
     dirs = [work / f"d{i}" for i in range(len(rcv))]
-    t0 = time.monotonic()
     daemons = []
     for i, (ns, d) in enumerate(zip(rcv, dirs, strict=True)):
         d.mkdir()
@@ -248,6 +255,7 @@ def run_uftp(
                       "-L", str(work / f"uftpd{i}.txt")], work / f"r{i}.log")
         )  # fmt: skip
     time.sleep(0.5)  # uftpd must be listening before the server announces
+    t0 = time.monotonic()  # the clock starts with the sender: the pause above is not uftp's
     kbps = str(int(float(link.replace("mbit", "")) * 1000)) if "mbit" in link else "500000"
     sender = Proc(
         snd,
