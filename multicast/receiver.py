@@ -230,7 +230,12 @@ class Receiver:
             return out
         unpack, on_block = DATA_WORDS.unpack_from, self._on_block
         sid, payload_max = self.manifest.session_id, seg - DATA_HEADER_SIZE
+        bs = self.manifest.block_size
         heard = False
+        # the open chunk the carousel is on: its next full-size block, the common case, is taken
+        # here with what _on_block would do for it; anything else goes through _on_block (or
+        # receive), after which this is looked up again
+        cur = self._carousel_open()
         for off in range(0, n, seg):
             end = off + seg
             if end > n:
@@ -244,15 +249,47 @@ class Receiver:
                     and length == payload_max
                     and length <= MAX_BLOCK_SIZE
                 ):
-                    on_block(chunk, block, seq, buf[off + DATA_HEADER_SIZE : end], flags != 0, now)
                     heard = True
+                    if (
+                        cur is not None
+                        and chunk == cur.index
+                        and flags == 0
+                        and length == bs
+                        and 0 <= block < cur.nblocks - 1
+                        and cur.received + 1 < cur.nblocks
+                    ):
+                        if 0 < (seq - self._seq_high) & 0xFFFFFFFF < 0x80000000:
+                            self._seq_high = seq
+                        self._seq_received += 1
+                        cur.last_activity = now
+                        if block > cur.gap_end:
+                            cur.gap_end = block
+                            if cur.nak_due is None and cur.received < block:
+                                cur.nak_due = now + self._rng.random() * self.settings.nak_backoff
+                        got = cur.got
+                        if not got[block]:
+                            start = block * bs
+                            cur.buf[start : start + bs] = buf[off + DATA_HEADER_SIZE : end]
+                            got[block] = 1
+                            cur.received += 1
+                        continue
+                    on_block(chunk, block, seq, buf[off + DATA_HEADER_SIZE : end], flags != 0, now)
+                    cur = self._carousel_open()
                     continue
             # receive() drains self._events (those of this batch so far included): keep them all
             drained = self.receive(buf[off:end], addr, now)
             self._events.extend(drained)
+            cur = self._carousel_open()
         if heard:
             self._last_heard = now
         return self._drain()
+
+    def _carousel_open(self) -> _OpenChunk | None:
+        """The open chunk the carousel's DATA is on (receive_batch's fast path), if any: only
+        after DATA was seen (loss counting has started) and while the transfer runs."""
+        if self._seq_start is None or self.state in _ENDED:
+            return None
+        return self._open.get(self._carousel_chunk)
 
     def receive_chunk(self, index: int, data: bytes, now: float) -> list[Event]:
         """A chunk fetched by unicast (HTTP range): verified exactly like multicast ones."""
