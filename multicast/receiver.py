@@ -47,6 +47,7 @@ from multicast.events import (
     TransferFailed,
     WriteChunk,
 )
+from multicast.peers import after
 from wds.errors import LocalProtocolError
 
 Event = Ignored | WriteChunk | ChunkRejected | SwitchToUnicast | TransferComplete | TransferFailed
@@ -169,6 +170,7 @@ class Receiver:
         self._seq_high = 0
         self._seq_received = 0
         self._announced_seq = 0
+        self._announce_read = False
         if self.verified_chunks == count:
             self._complete(now)
 
@@ -372,6 +374,7 @@ class Receiver:
         self._last_heard = now
         self._sender = addr
         self._announced_seq = d.seq
+        self._announce_read = True
         if d.state is SenderState.FINISHED:
             if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):
                 self._fail("the sender finished the session before every chunk arrived")
@@ -626,8 +629,14 @@ class Receiver:
         """The newest DATA seq read (before any DATA: the one before the ANNOUNCE's next seq).
         Every chunk this run's REPORT leaves out, every block its NAK lists, was sent at or
         before it: the sender tells lost from not yet read by it (PROTOCOL.md 4.4, 6)."""
+        before_announce = (self._announced_seq - 1) & 0xFFFFFFFF
         if self._seq_start is None:
-            return (self._announced_seq - 1) & 0xFFFFFFFF
+            return before_announce
+        # an ANNOUNCE read says every DATA before its seq was sent before it, on the same path:
+        # what of that was not read is lost, not queued. At the end of a session, where no DATA
+        # follows a lost repair, that is the only way the sender can tell (PROTOCOL.md 4.4)
+        if self._announce_read and after(before_announce, self._seq_high):
+            return before_announce
         return self._seq_high
 
     def _loss_permille(self) -> int:

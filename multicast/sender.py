@@ -70,6 +70,9 @@ _TOKEN_SLACK = 1e-3
 
 #: bytes a datagram costs in the token bucket beyond its UDP payload: the rate is the link's
 _WIRE_OVERHEAD = IP_UDP_OVERHEAD + ETHERNET_OVERHEAD
+#: how soon an ANNOUNCE follows a NAK for a repair presumed in flight while no DATA is left to
+#: send (at most one such ANNOUNCE per this many seconds)
+ANNOUNCE_SOON = 0.02
 
 
 class ChunkSource(Protocol):
@@ -386,12 +389,14 @@ class Sender:
             del repaired[oldest]
         seen = d.seen_seq
         queued: list[BlockRange] = []
+        held = False
         for r in d.ranges:
             run: list[int] = []
             for k in range(r.first_block, r.first_block + r.block_count):
                 full = len(self._repairs) >= self.settings.max_repair_blocks
                 sent = repaired.get((r.chunk, k))
                 in_flight = sent is not None and after(sent[1], seen)
+                held = held or in_flight
                 if full or in_flight or (r.chunk, k) in self._repairs:
                     if run:
                         queued.append(BlockRange(r.chunk, run[0], len(run)))
@@ -407,6 +412,11 @@ class Sender:
         for i in range(0, len(queued), MAX_RANGES):
             adv = RepairAdvertisement(m.session_id, tuple(queued[i : i + MAX_RANGES]))
             self._control.append(Outgoing(build_ranges_fast(adv), None))
+        if held and not self._has_data():
+            # a repair presumed in flight, and no DATA after it to move this receiver's
+            # seen_seq past it: an ANNOUNCE soon carries our seq, so that if the repair was
+            # lost the next NAK says so (else it waits out report_grace; PROTOCOL.md 6)
+            self._next_announce = min(self._next_announce, now + ANNOUNCE_SOON)
 
     def _end(self, peer: Peer, event: Event) -> None:
         del self._peers[peer.receiver_id]

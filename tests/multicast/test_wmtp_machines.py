@@ -474,3 +474,36 @@ def test_start_at_is_put_on_the_machine_clock() -> None:
     at = start_at_on_clock("2026-12-01T17:30:00Z", wall_now=wall, clock_now=100.0)
     assert at == 1900.0
     assert start_at_on_clock("", wall_now=wall, clock_now=5.0) is None
+
+
+def test_a_lost_last_repair_is_sent_again_without_waiting_out_the_grace() -> None:
+    """At the end of a session nothing follows the last repair on the wire. When that repair
+    is lost, the receiver's NAKs name a seen_seq from before it, which alone would read as
+    "not yet read" until report_grace (2 s) passed. The sender answers such a NAK with an
+    early ANNOUNCE, whose seq tells the receiver that everything before it was sent: its next
+    NAK is taken as a lost repair and answered at once (PROTOCOL.md 4.4, 6)."""
+    last_block = Lan(IMAGE).manifest.blocks_in_chunk(5) - 1
+    drops = {"data": 1, "repair": 1}
+    carousel_end: list[float] = []
+
+    def loss(i: int, data: bytes, now: float) -> bool:
+        if data[3] != DatagramType.DATA:
+            return False
+        d = parse_data_fast(data)
+        if (d.chunk, d.block) != (5, last_block):
+            return False
+        kind = "repair" if d.repair else "data"
+        if kind == "data":
+            carousel_end.append(now)
+        if drops[kind]:
+            drops[kind] -= 1
+            return True
+        return False
+
+    lan = Lan(IMAGE, loss=loss, settings=SenderSettings(max_rate=10e6, report_grace=2.0))
+    client = lan.add_client()
+    lan.run(until=30.0, stop=lan.all_done)
+    lan.assert_byte_exact()
+    assert drops == {"data": 0, "repair": 0}
+    assert client.complete_at is not None
+    assert client.complete_at - carousel_end[0] < 0.5, client.complete_at - carousel_end[0]
