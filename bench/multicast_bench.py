@@ -12,10 +12,14 @@ the sender; see set_offloads), independent loss per receiver on the bridge's por
 everything is removed at the end, also on failure. Each tool then sends the same file (in
 /dev/shm) to all N receivers:
 
-* wds: `wds send --rate LINK --min-clients N` / `wds receive --json` (verifies every chunk and the
-  whole file itself before it exits);
+* wds: `wds send --key K --rate LINK --min-clients N` / `wds receive --pubkey K.pub --json`
+  (verifies every chunk and the whole file itself before it exits), all started together (the
+  receivers retry until the sender serves its manifest: --wait-server); the key pair is made
+  before the clock starts, as a server's key exists before a deployment; the console script
+  beside this interpreter is run (not a version manager's shim);
 * udpcast: `udp-sender --max-bitrate LINK --min-receivers N` / `udp-receiver`;
-* uftp: `uftp -R LINK` (open group) / `uftpd -d` (a daemon: stopped once the server is done).
+* uftp: `uftp -R LINK` (open group) / `uftpd -d` (a daemon: stopped once the server is done;
+  started 0.5 s before the clock, so that it listens when the server announces).
 
 Measured per run: the time from starting the sender to the last receiver done (all start-up
 included: wds hashes the file and serves the manifest, uftp announces, udpcast waits for its
@@ -329,6 +333,9 @@ def one_run(tool: str, snd: netns.Namespace, rcv: list[netns.Namespace], image: 
                 result.note += f"; its log ends: {tail[-240:]}"
         if tool.startswith("wds"):
             result.details = _wds_summaries(receivers)
+            # where a slow run lost its time: each receiver's end since the clock started, and
+            # its own transfer time (from its verified manifest to its verdict)
+            result.details["done_at"] = [round((p.ended or t0) - t0, 2) for p in receivers]
             sent = re.search(r"data=(\d+) repairs=(\d+)", senders[0].text())
             if sent:
                 result.details["sent"] = int(sent.group(1))
@@ -357,6 +364,7 @@ def _wds_summaries(receivers: list[Proc]) -> dict[str, Any]:
         "datagrams_per_receiver": sum(r.get("datagrams", 0) for r in rows) // max(1, len(rows)),
         # fewer reads than datagrams: the kernel coalesced (GRO) and one recvmsg took several
         "reads_per_receiver": sum(r.get("reads", 0) for r in rows) // max(1, len(rows)),
+        "transfer_s": [r.get("seconds") for r in rows],
     }
 
 

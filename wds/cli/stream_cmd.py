@@ -401,8 +401,9 @@ _NOT_YET_ERRNOS = (errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.
 
 
 async def _fetch_manifest(args: argparse.Namespace, path: str) -> bytes:
-    """The manifest, retried (50 ms doubling to 1 s) while the server cannot be reached yet,
-    for at most ``--wait-server`` seconds."""
+    """The manifest, retried (50 ms doubling to 250 ms: a refused connection costs nothing,
+    and a receiver should not sleep through the sender's first second) while the server cannot
+    be reached yet, for at most ``--wait-server`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + max(0.0, args.wait_server)
     pause = 0.05
@@ -417,7 +418,7 @@ async def _fetch_manifest(args: argparse.Namespace, path: str) -> bytes:
             if not not_yet or left <= 0:
                 raise
         await asyncio.sleep(min(pause, left))  # the last try is at the deadline
-        pause = min(1.0, pause * 2)
+        pause = min(0.25, pause * 2)
 
 
 async def _receive(args: argparse.Namespace, summary: Summary) -> int:
