@@ -87,6 +87,9 @@ class ReceiverSettings:
     report_jitter: float = 0.25
     max_pages_per_report: int = 4
     done_reports: int = 3
+    #: the DONE reports go out this far apart: a client whose image is complete is not kept
+    #: waiting (the adapter exits after the last one), yet one lost datagram does not lose them
+    done_report_interval: float = 0.05
     sender_timeout: float = 15.0
     #: no DATA for this long: the carousel has stopped, so the blocks still missing at the end
     #: of open chunks (a lost tail that no later DATA revealed) are gaps to NAK (PROTOCOL.md 7)
@@ -572,7 +575,7 @@ class Receiver:
                 if self._sender is not None:
                     self._send_report(0, ReportFlags.DONE)
                 self._done_left -= 1
-            self._next_report = now + s.report_interval / 2 if self._done_left > 0 else None
+            self._next_report = now + s.done_report_interval if self._done_left > 0 else None
             return
         if self.state is not ReceiverState.JOINED:
             self._next_report = None

@@ -181,7 +181,11 @@ class Sender:
         self._refill(now)
         if self.state is not SenderState.FINISHED and now >= self._next_announce:
             self._control.append(Outgoing(build_datagram(self._announce(now)), None))
-            self._next_announce = now + self.settings.announce_interval
+            s = self.settings
+            early = self.state is SenderState.WAITING or not self._peers
+            self._next_announce = now + (
+                s.first_announce_interval if early else s.announce_interval
+            )
         control = self._control[:budget]
         del self._control[:budget]
         for o in control:

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import datetime
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-from wds.config import MulticastConfig, SessionConfig
 from wds.errors import LocalProtocolError
+
+if TYPE_CHECKING:
+    from wds.config import MulticastConfig, SessionConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +26,9 @@ class SenderSettings:
     slow_client: Literal["unicast", "wait", "drop"] = "unicast"
     min_goodput: float = 1_250_000.0  # 10 Mbit/s
     announce_interval: float = 0.5
+    #: while no receiver has joined yet, or the session waits to start: a receiver that just
+    #: fetched the manifest can JOIN only after it heard an ANNOUNCE (it names the sender)
+    first_announce_interval: float = 0.1
     receiver_timeout: float = 10.0
     rate_interval: float = 1.0
     loss_threshold: int = 100  # permille: random loss below this (a lossy LAN) is not congestion
