@@ -19,7 +19,7 @@ import logging
 import socket
 import struct
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from multicast.codec import SenderState
 from multicast.events import (
@@ -33,9 +33,11 @@ from multicast.events import (
 )
 from multicast.output import ImageMismatch, ImageOutput
 from multicast.receiver import Receiver, ReceiverState
-from multicast.sender import Event as SenderEvent
-from multicast.sender import Sender
 from multicast.unicast import Fetch, top_up
+
+if TYPE_CHECKING:  # a receiver process never loads the sender
+    from multicast.sender import Event as SenderEvent
+    from multicast.sender import Sender
 
 log = logging.getLogger(__name__)
 

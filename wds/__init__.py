@@ -9,11 +9,21 @@ The wire protocols live beside it: :mod:`pxe` (ProxyDHCP and TFTP) and :mod:`mul
 transfer protocol). See docs/ARCHITECTURE.md for how a boot and a deployment flow through them.
 """
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("wds")
-except PackageNotFoundError:  # running from a source tree that was not installed
-    __version__ = "0.0.0+unknown"
+from typing import Any
 
 __all__ = ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    """``wds.__version__``, read from the installed package's metadata on first use (importing
+    importlib.metadata costs every ``wds`` process about 10 ms it mostly does not need)."""
+    if name != "__version__":
+        raise AttributeError(f"module 'wds' has no attribute {name!r}")
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        found = version("wds")
+    except PackageNotFoundError:  # running from a source tree that was not installed
+        found = "0.0.0+unknown"
+    globals()["__version__"] = found
+    return found

@@ -6,8 +6,8 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
-from wds import __version__
 from wds.errors import WdsError
 from wds.logs import setup_logging
 
@@ -45,6 +45,16 @@ COMMAND_MODULES: dict[str, str] = {
 }
 
 
+class _VersionAction(argparse.Action):
+    """``--version``: the package metadata is read only when asked for."""
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        import wds
+
+        print(f"wds {wds.__version__}")
+        parser.exit()
+
+
 def command_of(argv: Sequence[str]) -> str | None:
     """The command word of ``argv`` (the first argument that is not a global option), if it
     names a known command; None for ``wds``, ``wds --help``, ``wds -v`` or a typo."""
@@ -65,7 +75,9 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--version", action="version", version=f"wds {__version__}")
+    parser.add_argument(
+        "--version", action=_VersionAction, nargs=0, help="show the version and exit"
+    )
     parser.add_argument(
         "-v", "--verbose", action="count", default=0, help="more log output (-v info, -vv debug)"
     )

@@ -55,7 +55,6 @@ from multicast.net import (
 )
 from multicast.output import ImageOutput
 from multicast.receiver import Receiver, ReceiverSettings
-from multicast.sender import Sender, SenderSettings, start_at_on_clock
 from multicast.unicast import fetch_missing, fetch_range, fetch_whole
 from wds.errors import WdsError
 
@@ -210,6 +209,7 @@ def run_send(args: argparse.Namespace) -> int:
 
 async def _send(args: argparse.Namespace) -> int:
     from multicast import http_server
+    from multicast.sender import Sender, SenderSettings, start_at_on_clock
 
     key = keys.generate_key() if args.insecure else keys.load_private_key(args.key)
     group = args.group or default_group(args.session)
