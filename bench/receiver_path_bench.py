@@ -13,17 +13,20 @@ The figures in docs/PROTOCOL.md section 11 come from this script.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import random
 import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "tests" / "multicast"))  # the machine tests' manifest helper
 
-from multicast.codec import ChunkManifest, build_manifest, pack_data_head
-from multicast.manifest import manifest_digest
-from multicast.receiver import Receiver, ReceiverSettings
+from wmtp_harness import make_manifest  # noqa: E402
+
+from multicast.codec import ChunkManifest, build_manifest, pack_data_head  # noqa: E402
+from multicast.manifest import manifest_digest  # noqa: E402
+from multicast.receiver import Receiver, ReceiverSettings  # noqa: E402
 
 SENDER = ("198.18.0.1", 9000)
 GRO_SEGMENTS = 44  # 64 KiB / 1472
@@ -31,20 +34,7 @@ GRO_SEGMENTS = 44  # 64 KiB / 1472
 
 def image_datagrams(size: int, chunk: int, block: int) -> tuple[ChunkManifest, list[bytes]]:
     data = random.Random(1).randbytes(size)
-    m = ChunkManifest(
-        session_id=7,
-        name="bench",
-        image_size=size,
-        chunk_size=chunk,
-        block_size=block,
-        group="239.254.9.1",
-        port=9000,
-        rate_kbps=500_000,
-        image_sha256=hashlib.sha256(data).digest(),
-        chunk_sha256=tuple(
-            hashlib.sha256(data[i : i + chunk]).digest() for i in range(0, size, chunk)
-        ),
-    )
+    m, _ = make_manifest(data, session_id=7, chunk=chunk, block=block)
     out, seq = [], 0
     for c in range(m.chunk_count):
         for b in range(m.blocks_in_chunk(c)):

@@ -38,19 +38,21 @@ class BytesSource:
         return self.data[offset : offset + length]
 
 
-def make_manifest(data: bytes, *, session_id: int = 0x5EED) -> tuple[ChunkManifest, bytes]:
+def make_manifest(
+    data: bytes, *, session_id: int = 0x5EED, chunk: int = CHUNK, block: int = BLOCK
+) -> tuple[ChunkManifest, bytes]:
     m = ChunkManifest(
         session_id=session_id,
         name="test-image",
         image_size=len(data),
-        chunk_size=CHUNK,
-        block_size=BLOCK,
+        chunk_size=chunk,
+        block_size=block,
         group="239.255.42.1",
         port=9000,
         rate_kbps=80_000,
         image_sha256=hashlib.sha256(data).digest(),
         chunk_sha256=tuple(
-            hashlib.sha256(data[i : i + CHUNK]).digest() for i in range(0, len(data), CHUNK)
+            hashlib.sha256(data[i : i + chunk]).digest() for i in range(0, len(data), chunk)
         ),
     )
     return m, manifest_digest(build_manifest(m))
