@@ -440,11 +440,7 @@ class ReceiverService:
         (feedback, timer) for the whole drain. Returns the reads that returned a datagram."""
         now = asyncio.get_running_loop().time()
         sock, buf, view = self._group_sock, self._rbuf, self._rview
-        receive, receive_batch, handle = (
-            self.receiver.receive,
-            self.receiver.receive_batch,
-            self._events,
-        )
+        receive_batch, handle = self.receiver.receive_batch, self._events
         self.wakeups += 1
         reads = 0
         for _ in range(RECV_BATCH):
@@ -461,13 +457,7 @@ class ReceiverService:
                 if level == SOL_UDP and kind == UDP_GRO and len(data) >= 4:
                     seg = struct.unpack("=i", data[:4])[0] or n
             source = (str(addr[0]), int(addr[1]))
-            if seg >= n:
-                self.datagrams += 1
-                events = receive(view[:n], source, now)
-                if events:
-                    handle(events)
-                continue
-            self.datagrams += (n + seg - 1) // seg
+            self.datagrams += (n + seg - 1) // seg if seg < n else 1
             events = receive_batch(view, n, seg, source, now)
             if events:
                 handle(events)

@@ -227,8 +227,9 @@ class Receiver:
         shorter), all from ``addr``: one UDP_GRO read. The same as ``receive`` for each of them,
         in order, with the per-datagram work of the DATA path only (no call, view or event list
         per datagram; PROTOCOL.md 11). ``buf`` is not kept."""
-        if seg <= 0 or (self._sender is not None and addr != self._sender):
-            seg = n if seg <= 0 else seg
+        if seg <= 0 or seg >= n:  # one datagram (an empty one included)
+            return self.receive(buf[:n], addr, now)
+        if self._sender is not None and addr != self._sender:
             out: list[Event] = []
             for off in range(0, n, seg):
                 out.extend(self.receive(buf[off : min(off + seg, n)], addr, now))

@@ -356,6 +356,10 @@ def test_a_gro_batch_is_the_same_as_its_datagrams_one_by_one() -> None:
                 assert [d for d, _ in one.datagrams_to_send(9.0)] == [
                     d for d, _ in batch.datagrams_to_send(9.0)
                 ]
+    empty, _ = _receiver()  # a zero-length read is one (malformed) datagram, as receive() says
+    assert empty.receive_batch(memoryview(bytearray(8)), 0, 0, SENDER, 0.5) == empty.receive(
+        b"", SENDER, 0.5
+    )
     done, _ = _receiver()
     _events_as_batches(done, _gro_reads(wires, 44), SENDER)
     assert done.verified_chunks == m.chunk_count
