@@ -173,7 +173,6 @@ class Receiver:
         self._seq_high = 0
         self._seq_received = 0
         self._announced_seq = 0
-        self._announce_read = False
         if self.verified_chunks == count:
             self._complete(now)
 
@@ -378,7 +377,6 @@ class Receiver:
         self._last_heard = now
         self._sender = addr
         self._announced_seq = d.seq
-        self._announce_read = True
         if d.state is SenderState.FINISHED:
             if self.state in (ReceiverState.LISTENING, ReceiverState.JOINED):
                 self._fail("the sender finished the session before every chunk arrived")
@@ -639,7 +637,7 @@ class Receiver:
         # an ANNOUNCE read says every DATA before its seq was sent before it, on the same path:
         # what of that was not read is lost, not queued. At the end of a session, where no DATA
         # follows a lost repair, that is the only way the sender can tell (PROTOCOL.md 4.4)
-        if self._announce_read and after(before_announce, self._seq_high):
+        if self._sender is not None and after(before_announce, self._seq_high):  # read one
             return before_announce
         return self._seq_high
 
